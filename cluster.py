@@ -1,0 +1,55 @@
+"""Choose anchors by k-means: the rows nearest to the cluster centres of one embeddings file.
+
+The paper's command works as written:  python cluster.py --m dinov2 --d coco --nc 320  (-t for text)
+"""
+import json
+import sys
+
+from src.cli import ArgumentParser, DataError, UsageError, run_main, setup_logging
+from src.clustering import cluster_anchors
+from src.embeddings import (atomic_torch_save, atomic_write_text, cluster_path, embedding_path,
+                            get_embeds_command, load_embeddings, sidecar_path)
+from src.encoders import file_tag
+
+
+def build_parser():
+    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--m", "--model", "--model_name", dest="model", default="dinov2", help="model name of the embeddings")
+    p.add_argument("--d", "--dataset", dest="dataset", default="coco", help="dataset of the embeddings")
+    p.add_argument("-t", "--text", dest="text", action="store_true", help="cluster the _text file (default: _img)")
+    p.add_argument("--nc", "--n-clusters", "--n_clusters", dest="n_clusters", type=int, default=320,
+                   help="number of k-means clusters (= anchors)")
+    p.add_argument("--exact-count", action="store_true",
+                   help="top up to exactly --nc distinct anchors with next-nearest rows (off: the paper's)")
+    p.add_argument("--data-dir", default="data", help="where the embeddings are and the picks go")
+    p.add_argument("-q", "--quiet", action="store_true", help="no logs")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    setup_logging(args.quiet)
+
+    def body():
+        modality = "text" if args.text else "img"
+        tag = file_tag(args.model)
+        src = embedding_path(args.data_dir, args.dataset, tag, modality)
+        X = load_embeddings(src, fix=f"make it with: {get_embeds_command(args.dataset, args.model)}")
+        if args.n_clusters < 1:
+            raise UsageError(f"--nc {args.n_clusters}: must be at least 1")
+        if args.n_clusters > X.shape[0]:
+            raise DataError(f"--nc {args.n_clusters} clusters, but {src} has only {X.shape[0]} rows; lower --nc")
+        picks = cluster_anchors(X, args.n_clusters, exact_count=args.exact_count)
+        out = cluster_path(args.data_dir, args.dataset, tag, modality)
+        meta = {"embeddings": src.name, "n_clusters": args.n_clusters, "anchors": int(picks.numel()),
+                "exact_count": args.exact_count, "kmeans": "KMeans(random_state=0, n_init=10)"}
+        atomic_write_text(sidecar_path(out), json.dumps(meta, indent=1) + "\n")
+        atomic_torch_save(picks, out)
+        print(f"wrote {out} ({picks.numel()} distinct anchors from {args.n_clusters} clusters)")
+        return 0
+
+    return run_main(body, "cluster.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

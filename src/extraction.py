@@ -1,0 +1,162 @@
+"""The one extraction loop: batched, resumable, shardable over torchrun ranks.
+
+Rows are cut into fixed chunks (``chunk_size`` images). Batches never cross a chunk, so a chunk's rows
+do not depend on which process computes it or whether the run was resumed. Each finished chunk is saved
+atomically in ``.{output}.partial/``; a killed run continues from the chunks already there. With
+torchrun, chunk k belongs to rank k % world_size; rank 0 waits for all of them and assembles the rows in
+order. The partial folder is removed once the final file is written.
+"""
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .cli import DataError
+from .datasets import open_rgb
+from .embeddings import atomic_torch_save, atomic_write_text, load_tensor
+
+_logger = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device, precision):
+    """fp32: nothing; bf16 / fp16: torch.autocast on the device (rows are saved as float32 anyway)."""
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+class _Images(Dataset):
+    def __init__(self, paths, transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return self.transform(open_rgb(self.paths[i]))
+        except Exception as e:  # name the file, whatever PIL or the processor raised
+            raise RuntimeError(f"image {self.paths[i]} cannot be decoded or processed "
+                               f"({type(e).__name__}: {e})") from e
+
+
+def _chunks(n, chunk_size):
+    return [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+
+
+def _batches(start, end, batch_size):
+    return [list(range(s, min(s + batch_size, end))) for s in range(start, end, batch_size)]
+
+
+class _Partial:
+    """Chunk files of one output, valid only for the same model, rows, modality and chunking."""
+
+    def __init__(self, out_path, fingerprint):
+        out_path = Path(out_path)
+        self.dir = out_path.parent / f".{out_path.name}.partial"
+        self.fingerprint = fingerprint
+
+    def prepare(self, rank):
+        meta = self.dir / "meta.json"
+        if rank == 0:
+            if meta.is_file() and json.loads(meta.read_text()).get("fingerprint") != self.fingerprint:
+                _logger.warning("discarding %s: it was made by another model, dataset or chunking", self.dir)
+                shutil.rmtree(self.dir)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(meta, json.dumps({"fingerprint": self.fingerprint}) + "\n")
+
+    def path(self, k):
+        return self.dir / f"chunk_{k:06d}.pt"
+
+    def done(self, k):
+        return self.path(k).is_file()
+
+    def save(self, k, rows):
+        atomic_torch_save(rows.contiguous(), self.path(k))
+
+    def load(self, k):
+        return load_tensor(self.path(k))
+
+    def remove(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def fingerprint(encoder, dataset, modality, chunk_size, precision):
+    h = hashlib.sha1(json.dumps([encoder.spec.name, str(encoder.source), dataset.name, list(map(str, dataset.ids)),
+                                 modality, chunk_size, precision]).encode())
+    return h.hexdigest()
+
+
+def extract(encoder, dataset, modality, out_path, batch_size=32, num_workers=4, precision="fp32",
+            chunk_size=512, rank=0, world_size=1, progress=True):
+    """Embeddings (N x D float32, on the CPU) of one modality; None on ranks other than 0."""
+    if encoder.spec.batch_one and batch_size != 1:
+        _logger.info("%s: its processor pads to the largest image of a batch, so it runs one image a batch",
+                     encoder.spec.name)
+        batch_size = 1
+    n = len(dataset)
+    chunks = _chunks(n, chunk_size)
+    partial = _Partial(out_path, fingerprint(encoder, dataset, modality, chunk_size, precision))
+    partial.prepare(rank)
+    if world_size > 1:
+        dist.barrier()
+    mine = [k for k in range(len(chunks)) if k % world_size == rank and not partial.done(k)]
+    todo_rows = sum(chunks[k][1] - chunks[k][0] for k in mine)
+    label = f"{encoder.spec.name} {modality} {dataset.name}" + (f" rank {rank}" if world_size > 1 else "")
+    bar = tqdm(total=todo_rows, desc=label, unit="img", disable=not progress, dynamic_ncols=True)
+
+    batches = [(k, b) for k in mine for b in _batches(*chunks[k], batch_size)]
+    pending = {k: [] for k in mine}
+
+    def finish(k, rows):
+        pending[k].append(rows)
+        if sum(r.shape[0] for r in pending[k]) == chunks[k][1] - chunks[k][0]:
+            partial.save(k, torch.cat(pending.pop(k)))
+
+    with torch.inference_mode(), autocast(encoder.device, precision):
+        if modality == "img":
+            loader = DataLoader(_Images(dataset.paths, encoder.transform),
+                                batch_sampler=[b for _, b in batches], num_workers=num_workers,
+                                pin_memory=encoder.device.type == "cuda",
+                                persistent_workers=False)
+            try:
+                for (k, b), pixels in zip(batches, loader):
+                    rows = encoder.encode_images(pixels.to(encoder.device, non_blocking=True))
+                    finish(k, rows.float().cpu())
+                    bar.update(len(b))
+            except RuntimeError as e:
+                if "cannot be decoded" in str(e):
+                    msg = str(e).splitlines()
+                    raise DataError(next((m for m in msg if "cannot be decoded" in m), str(e)).strip()
+                                    + "; fix or remove it, or re-run with --skip-missing")
+                raise
+        else:
+            for k, b in batches:
+                rows = encoder.encode_captions([dataset.captions[i] for i in b])
+                finish(k, rows.float().cpu())
+                bar.update(len(b))
+    bar.close()
+
+    if world_size > 1:
+        dist.barrier()
+    if rank != 0:
+        return None
+    missing = [k for k in range(len(chunks)) if not partial.done(k)]
+    if missing:
+        raise DataError(f"chunks {missing[:5]} of {out_path} are missing in {partial.dir}; re-run to finish them")
+    return torch.cat([partial.load(k) for k in range(len(chunks))])
+
+
+def remove_partial(out_path):
+    """Delete the chunk files of an output once its final file is written."""
+    _Partial(out_path, None).remove()
