@@ -5,7 +5,7 @@ The paper's command works as written:  python cluster.py --m dinov2 --d coco --n
 import json
 import sys
 
-from src.cli import ArgumentParser, DataError, UsageError, run_main, setup_logging
+from src.cli import ArgumentParser, DataError, UsageError, run_main
 from src.clustering import cluster_anchors
 from src.embeddings import (atomic_torch_save, atomic_write_text, cluster_path, embedding_path,
                             get_embeds_command, load_embeddings, sidecar_path)
@@ -13,7 +13,7 @@ from src.encoders import file_tag
 
 
 def build_parser():
-    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="cluster.py", description=__doc__.split("\n")[0])
     p.add_argument("--m", "--model", "--model_name", dest="model", default="dinov2", help="model name of the embeddings")
     p.add_argument("--d", "--dataset", dest="dataset", default="coco", help="dataset of the embeddings")
     p.add_argument("-t", "--text", dest="text", action="store_true", help="cluster the _text file (default: _img)")
@@ -27,10 +27,7 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    setup_logging(args.quiet)
-
-    def body():
+    def body(args):
         modality = "text" if args.text else "img"
         tag = file_tag(args.model)
         src = embedding_path(args.data_dir, args.dataset, tag, modality)
@@ -48,7 +45,7 @@ def main(argv=None):
         print(f"wrote {out} ({picks.numel()} distinct anchors from {args.n_clusters} clusters)")
         return 0
 
-    return run_main(body, "cluster.py")
+    return run_main(build_parser(), argv, body)
 
 
 if __name__ == "__main__":

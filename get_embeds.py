@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import torch
 import torch.distributed as dist
 
-from src.cli import ArgumentParser, UsageError, add_device_args, resolve_device, run_main, setup_logging
+from src.cli import ArgumentParser, UsageError, add_device_args, resolve_device, run_main
 from src.datasets import load_dataset
 from src.embeddings import embedding_path, save_embeddings
 from src.encoders import REGISTRY, file_tag, get_spec, load_encoder
@@ -23,7 +23,7 @@ from src.extraction import PRECISIONS, extract, remove_partial
 
 def build_parser():
     names = "\n".join(f"  {n}: {s.pooling}" for n, s in REGISTRY.items())
-    p = ArgumentParser(description=__doc__.split("\n")[0],
+    p = ArgumentParser(prog="get_embeds.py", description=__doc__.split("\n")[0],
                        epilog=f"models:\n{names}\n  hf:<repo>, timm:<name>, st:<name>, clip:<repo>: any hub model")
     p.add_argument("--m", "--model", "--model_name", dest="model", default="dinov2", metavar="MODEL",
                    help="a registry name (listed below) or hf:<repo>, timm:<name>, st:<name>, clip:<repo>")
@@ -73,10 +73,7 @@ def _distributed(device_arg, gpu):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    setup_logging(args.quiet)
-
-    def body():
+    def body(args):
         spec = get_spec(args.model)
         if args.batch_size < 1 or args.chunk_size < 1:
             raise UsageError("--batch-size and --chunk-size must be at least 1")
@@ -119,7 +116,7 @@ def main(argv=None):
                 dist.destroy_process_group()
         return 0
 
-    return run_main(body, "get_embeds.py")
+    return run_main(build_parser(), argv, body)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ and ``python run.py --demo`` runs every method on the bundled flickr1k embedding
 """
 import sys
 
-from src.cli import ArgumentParser, UsageError, add_device_args, resolve_device, run_main, setup_logging
+from src.cli import ArgumentParser, UsageError, add_device_args, resolve_device, run_main
 from src.experiment import METHODS, QAP_INITS, Config, load_inputs, run, write_outputs
 from src.qap import SOLVERS
 
@@ -23,7 +23,7 @@ is the ordering of the methods. top_k: fraction of captions whose photo is among
 
 
 def build_parser():
-    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="run.py", description=__doc__.split("\n")[0])
     p.add_argument("--m", "--method", dest="method", default="linear", choices=sorted(METHODS),
                    help="how captions and images are scored and matched")
     p.add_argument("--b", "--base-samples", dest="base_samples", type=int, default=320, help="number of anchors")
@@ -90,10 +90,7 @@ def print_table(avgs, paths):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    setup_logging(args.quiet)
-
-    def body():
+    def body(args):
         device = resolve_device(args.device, args.gpu)
         if args.demo:
             # cos needs one shared space; the demo's two encoders have 1280 and 384 dimensions
@@ -113,7 +110,7 @@ def main(argv=None):
             print("\n" + DEMO_NOTE.format(q=q, b=configs[0].base_samples, chance=1 / q))
         return 0
 
-    return run_main(body, "run.py")
+    return run_main(build_parser(), argv, body)
 
 
 if __name__ == "__main__":

@@ -37,12 +37,18 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(**kwargs)
 
 
-def run_main(body, prog):
-    """Call body() and turn expected errors into (message on stderr, exit code)."""
+def run_main(parser, argv, body):
+    """Parse argv, set up logging, call body(args); expected errors become (message on stderr, exit code).
+    Returns the exit code instead of raising SystemExit, so tests and shell loops see the same codes."""
     try:
-        return body() or 0
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # usage errors (2) and --help (0)
+        return e.code
+    setup_logging(getattr(args, "quiet", False))
+    try:
+        return body(args) or 0
     except ScriptError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

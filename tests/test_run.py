@@ -1,0 +1,238 @@
+"""run.py end to end on small generated embeddings, through main([...])."""
+import json
+import multiprocessing as mp
+
+import pandas as pd
+import pytest
+import torch
+
+import run
+from src.embeddings import save_embeddings
+from src.experiment import RESULT_COLUMNS, SEEDWISE_COLUMNS, append_summary
+
+PAPER_SEEDWISE = ["Base data", "Query data", "Source model", "Target model", "method", "base_samples",
+                  "query_samples", "clustering_mode", "stretch", "seed1", "seed2", "matching_acc", "top_1",
+                  "top_5", "top_10"]
+NEW = ["linear_cka", "kernel_cka", "restarts", "device", "seconds", "created", "config", "objective"]
+
+
+def make_pair(n, seed, d_text=12, d_img=20):
+    g = torch.Generator().manual_seed(seed)
+    Z = torch.randn(n, 5, generator=g)
+    text = Z @ torch.randn(5, d_text, generator=g) + 0.3 * torch.randn(n, d_text, generator=g)
+    img = torch.tanh(Z @ torch.randn(5, d_img, generator=g)) + 0.3 * torch.randn(n, d_img, generator=g)
+    return text, img
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """data/ with a base set (sidecars, 150 rows) and a query set (plain tensors like the paper's, 90 rows)."""
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    text, img = make_pair(150, 0)
+    ids = list(range(1, 151))
+    save_embeddings(text, data / "base_txt_text.pt", {"model": "txt", "image_ids": ids})
+    save_embeddings(img, data / "base_vis_img.pt", {"model": "vis", "image_ids": ids})
+    qtext, qimg = make_pair(90, 1)
+    torch.save(qtext, data / "query_txt_text.pt")
+    torch.save(qimg, data / "query_vis_img.pt")
+    for name, n, seed in (("base", 150, 2), ("query", 90, 3)):  # a shared space, as CLIP's two towers
+        t, i = make_pair(n, seed, d_text=16, d_img=16)
+        torch.save(t, data / f"{name}_clipx_text.pt")
+        torch.save(i + t, data / f"{name}_clipx_img.pt")
+    torch.save(torch.arange(0, 60, 2), data / "base_txt_text_cluster.pt")
+    torch.save(torch.arange(1, 61, 2), data / "base_vis_img_cluster.pt")
+    return tmp_path
+
+
+ARGS = ["--vid_model", "vis", "--text_model", "txt", "--base_data", "base", "--query_data", "query",
+        "--b", "30", "--q", "40", "--restarts", "3", "-q"]
+
+
+def outputs(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.csv"))
+
+
+@pytest.mark.parametrize("method", sorted(run.METHODS))
+def test_every_method_end_to_end(workdir, method, capsys):
+    extra = ["--text_model", "clipx", "--vid_model", "clipx"] if method == "cos" else []  # cos needs one shared space
+    assert run.main(["--m", method] + ARGS + extra) == 0
+    out = capsys.readouterr().out
+    seedwise = list((workdir / "seedwise").glob("*.csv"))
+    results = list((workdir / "results").glob("*.csv"))
+    assert len(seedwise) == 1 and len(results) == 2  # results/<name>.csv and results/summary.csv
+    sw = pd.read_csv(seedwise[0])
+    assert list(sw.columns) == PAPER_SEEDWISE + NEW == SEEDWISE_COLUMNS
+    assert sw["seed2"].tolist() == [0, 1, 2] and (sw["method"] == method).all()
+    assert sw["matching_acc"].between(0, 1).all()
+    if method == "qap":
+        assert (sw[["top_1", "top_5", "top_10"]] == -1).all().all()
+        assert (sw["restarts"] >= 1).all() and sw["objective"].notna().all()
+    else:
+        assert (sw["top_1"] <= sw["top_5"]).all() and (sw["top_5"] <= sw["top_10"]).all()
+    assert sw["linear_cka"].between(0, 1).all() and sw["kernel_cka"].between(0, 1).all()
+    avg = pd.read_csv(workdir / "results" / seedwise[0].name)
+    assert list(avg.columns) == RESULT_COLUMNS
+    assert avg["matching_acc"][0] == pytest.approx(sw["matching_acc"].mean())
+    assert str(seedwise[0].relative_to(workdir)) in out and "matching_acc" in out
+
+
+def test_same_seeds_same_numbers_and_rerun_replaces(workdir):
+    assert run.main(["--m", "kernel_local_CKA"] + ARGS) == 0
+    (sw,) = list((workdir / "seedwise").glob("*.csv"))
+    first = pd.read_csv(sw)
+    assert run.main(["--m", "kernel_local_CKA"] + ARGS) == 0
+    second = pd.read_csv(sw)
+    cols = ["matching_acc", "top_1", "top_5", "top_10", "linear_cka", "kernel_cka"]
+    pd.testing.assert_frame_equal(first[cols], second[cols])
+    assert len(list((workdir / "seedwise").glob("*.csv"))) == 1          # replaced, not duplicated
+    assert len(pd.read_csv(workdir / "results" / "summary.csv")) == 2     # one row per finished run
+    assert run.main(["--m", "kernel_local_CKA"] + ARGS + ["--seeds", "5"]) == 0
+    assert len(list((workdir / "seedwise").glob("*.csv"))) == 2          # another configuration, another name
+
+
+def test_paper_flags_and_readable_aliases_agree(workdir):
+    assert run.main(["--m", "linear"] + ARGS) == 0
+    long = ["--method", "linear", "--vision-model", "vis", "--text-model", "txt", "--base-data", "base",
+            "--query-data", "query", "--base-samples", "30", "--query-samples", "40", "--clustering-mode", "0",
+            "--device", "cpu", "--quiet"]
+    assert run.main(long) == 0
+    assert len(list((workdir / "seedwise").glob("*.csv"))) == 1
+
+
+def test_vision_to_language_swaps_roles(workdir):
+    assert run.main(["--m", "linear_local_CKA"] + ARGS) == 0
+    assert run.main(["--m", "linear_local_CKA", "-vtl"] + ARGS) == 0
+    frames = {f.name: pd.read_csv(f) for f in (workdir / "seedwise").glob("*.csv")}
+    (vtl_name,) = [n for n in frames if "_vtl_" in n]
+    (tl_name,) = [n for n in frames if "_vtl_" not in n]
+    vtl, tl = frames[vtl_name], frames[tl_name]
+    assert (vtl["Source model"] == "vis").all() and (vtl["Target model"] == "txt").all()
+    assert (tl["Source model"] == "txt").all()
+    # linear local CKA is symmetric in its two sides: swapping them transposes the graph
+    assert vtl["linear_cka"].tolist() == pytest.approx(tl["linear_cka"].tolist())
+
+
+def test_vtl_graph_is_the_transpose():
+    from src import utils
+    text, img = make_pair(100, 3)
+    a = utils.linear_local_CKA(text[:40], img[:40], text[40:], img[40:])
+    b = utils.linear_local_CKA(img[:40], text[:40], img[40:], text[40:])
+    assert torch.allclose(a, b.T, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode, expected", [(1, list(range(0, 60, 2))), (2, list(range(1, 61, 2)))])
+def test_cluster_modes_read_the_cluster_files(workdir, mode, expected, monkeypatch):
+    from src import experiment
+    seen = {}
+    real = experiment.utils.get_data_sep
+
+    def spy(*a):
+        seen["cluster"] = a[8] if mode == 1 else a[9]
+        return real(*a)
+
+    monkeypatch.setattr(experiment.utils, "get_data_sep", spy)
+    assert run.main(["--m", "linear", "--c", str(mode)] + ARGS) == 0
+    assert seen["cluster"].tolist() == expected
+
+
+def test_cluster_files_only_needed_for_cluster_modes(workdir):
+    for f in (workdir / "data").glob("*_cluster.pt"):
+        f.unlink()
+    assert run.main(["--m", "linear"] + ARGS) == 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bad input: one message, the right exit code, nothing written
+# ----------------------------------------------------------------------------------------------------------
+
+def _bad(workdir, capsys, argv, code, *needles):
+    before = outputs(workdir)
+    assert run.main(argv) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, err
+    assert outputs(workdir) == before
+
+
+def test_missing_embeddings(workdir, capsys):
+    (workdir / "data" / "query_vis_img.pt").unlink()
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "query_vis_img.pt", "python get_embeds.py --m vis --d query")
+
+
+def test_missing_cluster_file(workdir, capsys):
+    (workdir / "data" / "base_vis_img_cluster.pt").unlink()
+    _bad(workdir, capsys, ["--m", "linear", "--c", "2"] + ARGS, 1, "base_vis_img_cluster.pt",
+         "python cluster.py --m vis --d base --nc 30")
+
+
+def test_row_count_mismatch(workdir, capsys):
+    torch.save(torch.randn(80, 20), workdir / "data" / "query_vis_img.pt")
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "90 rows", "80")
+
+
+def test_sidecars_with_other_images_or_order(workdir, capsys):
+    side = workdir / "data" / "base_vis_img.json"
+    meta = json.loads(side.read_text())
+    meta["image_ids"] = meta["image_ids"][::-1]
+    side.write_text(json.dumps(meta))
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "different row order")
+    meta["image_ids"] = list(range(1000, 1150))
+    side.write_text(json.dumps(meta))
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "different images")
+
+
+def test_too_many_anchors_and_queries(workdir, capsys):
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS + ["--q", "95"], 1, "95 queries", "90 rows")
+    same = ARGS + ["--query_data", "base", "--b", "100", "--q", "60"]
+    _bad(workdir, capsys, ["--m", "linear"] + same, 1, "100 anchors + 60 queries = 160", "only 150")
+
+
+def test_nan_rows(workdir, capsys):
+    x = torch.load(workdir / "data" / "query_txt_text.pt")
+    x[7, 3] = float("nan")
+    torch.save(x, workdir / "data" / "query_txt_text.pt")
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "query_txt_text.pt", "NaN or inf", "[7]")
+
+
+def test_corrupt_and_pickled_files(workdir, capsys):
+    (workdir / "data" / "query_txt_text.pt").write_bytes(b"not a torch file")
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "query_txt_text.pt", "cannot be read")
+    torch.save({"weights": object()}, workdir / "data" / "query_txt_text.pt")  # refused by weights_only
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "query_txt_text.pt", "cannot be read")
+
+
+def test_unknown_method_and_bad_flags(workdir, capsys):
+    _bad(workdir, capsys, ["--m", "nope"] + ARGS, 2, "invalid choice: 'nope'")
+    _bad(workdir, capsys, ["--m", "qap", "--qap-solver", "nope"] + ARGS, 2, "--qap-solver")
+    _bad(workdir, capsys, ["--m", "qap", "--qap-init", "nope"] + ARGS, 2, "--qap-init")
+    _bad(workdir, capsys, ["--m", "qap", "--qap-solver", "scipy", "--qap-init", "relative"] + ARGS, 2,
+         "--qap-init relative needs --qap-solver fast")
+    if not torch.cuda.is_available():
+        _bad(workdir, capsys, ["--m", "linear", "--device", "cuda:7"] + ARGS, 2, "--device cuda:7")
+
+
+def test_cos_needs_one_space(workdir, capsys):
+    _bad(workdir, capsys, ["--m", "cos"] + ARGS, 1, "12 dimensions", "20")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# summary.csv under concurrent appends
+# ----------------------------------------------------------------------------------------------------------
+
+def _append_many(args):
+    path, k = args
+    row = {c: k for c in RESULT_COLUMNS}
+    for i in range(40):
+        row["seconds"] = i
+        append_summary(path, row)
+
+
+def test_concurrent_summary_appends_lose_no_row(tmp_path):
+    path = tmp_path / "results" / "summary.csv"
+    with mp.get_context("fork").Pool(4) as pool:
+        pool.map(_append_many, [(path, k) for k in range(4)])
+    df = pd.read_csv(path)
+    assert list(df.columns) == RESULT_COLUMNS
+    assert len(df) == 160 and sorted(df["method"].value_counts().tolist()) == [40] * 4
