@@ -178,11 +178,8 @@ class HFImageEncoder(Encoder):
         with _hub_errors(spec, source):
             self.processor = transformers.AutoImageProcessor.from_pretrained(source, revision=spec.revision)
             self.model = getattr(transformers, self.model_class).from_pretrained(
-                source, revision=spec.revision, **self.load_kwargs()).to(device).eval()
+                source, revision=spec.revision).to(device).eval()
         self.transform = _HFImageTransform(self.processor)
-
-    def load_kwargs(self):
-        return {}
 
     def encode_images(self, pixels):
         return self._finish(_spatial_or_token_mean(self.model(pixel_values=pixels).last_hidden_state))
@@ -192,9 +189,6 @@ class DetrEncoder(HFImageEncoder):
     """DETR: backbone's last feature map, encoder tokens or decoder queries (one image a batch)."""
 
     model_class = "DetrModel"
-
-    def load_kwargs(self):
-        return {"use_pretrained_backbone": False}  # the DETR checkpoint holds the backbone's weights
 
     def encode_images(self, pixels):
         mask = torch.ones(pixels.shape[0], *pixels.shape[2:], dtype=torch.long, device=pixels.device)
