@@ -45,7 +45,7 @@ def build_parser():
     p.add_argument("--restarts", type=int, default=500, help="qap: most FAQ restarts")
     p.add_argument("--qap-solver", choices=SOLVERS, default="fast",
                    help="qap: fast (batched, src/qap.py) or scipy (the paper's loop)")
-    p.add_argument("--qap-init", choices=QAP_INITS, default="kernel_local_CKA",
+    p.add_argument("--qap-init", choices=QAP_INITS, default="randomized",
                    help="qap starts: randomized (the paper's), barycenter, or a warm start from that graph")
     p.add_argument("--qap-patience", type=int, default=10,
                    help="qap, fast solver: stop after this many restarts without a better objective (0: never)")

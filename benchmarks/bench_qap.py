@@ -23,17 +23,22 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--restarts", type=int, default=500, help="scipy restarts (the paper's 500)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed2", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="query seeds (seed2), one problem each")
     p.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "data"))
     p.add_argument("--skip-scipy", action="store_true", help="only the fast solver (e.g. on a GPU)")
     args = p.parse_args()
     dev = torch.device(args.device)
     text = load_embeddings(embedding_path(args.data_dir, "flickr1k", "minilm", "text"))
     img = load_embeddings(embedding_path(args.data_dir, "flickr1k", "efficientnet_lite0", "img"))
-    sb, tb, sq, tq = (t.to(dev) for t in utils.get_data_sep(0, args.seed2, 320, 500, text, img, text, img,
-                                                           None, None, 0, True, False))
-    print(f"problem: 320 anchors + 500 queries, flickr1k minilm (text) -> efficientnet_lite0 (img), "
-          f"seed2 {args.seed2}, device {dev}, {torch.get_num_threads()} threads")
+    for seed2 in args.seeds:
+        sb, tb, sq, tq = (t.to(dev) for t in utils.get_data_sep(0, seed2, 320, 500, text, img, text, img,
+                                                               None, None, 0, True, False))
+        print(f"\nproblem: 320 anchors + 500 queries, flickr1k minilm (text) -> efficientnet_lite0 (img), "
+              f"seed2 {seed2}, device {dev}, {torch.get_num_threads()} threads")
+        bench_one(args, dev, sb, tb, sq, tq)
+
+
+def bench_one(args, dev, sb, tb, sq, tq):
     rows = []
     if not args.skip_scipy:
         t = time.perf_counter()
@@ -42,12 +47,14 @@ def main():
         rows.append((f"scipy randomized x{args.restarts}", time.perf_counter() - t, info["objective"],
                      info["restarts"], acc))
     runs = [("fast randomized x500", dict(qap_init="randomized", restarts=500, qap_patience=None)),
-            ("fast randomized, patience 10", dict(qap_init="randomized", restarts=500, qap_patience=10)),
+            ("fast randomized, patience 10 (run.py's default)",
+             dict(qap_init="randomized", restarts=500, qap_patience=10)),
+            ("fast randomized, patience 20", dict(qap_init="randomized", restarts=500, qap_patience=20)),
             ("fast barycenter", dict(qap_init="barycenter", restarts=1, qap_patience=None)),
             ("fast warm relative x10", dict(qap_init="relative", restarts=10, qap_patience=None)),
             ("fast warm linear_local_CKA x10", dict(qap_init="linear_local_CKA", restarts=10, qap_patience=None)),
             ("fast warm kernel_local_CKA x10", dict(qap_init="kernel_local_CKA", restarts=10, qap_patience=None)),
-            ("fast default (warm kernel_local_CKA, patience 10)",
+            ("fast warm kernel_local_CKA, patience 10",
              dict(qap_init="kernel_local_CKA", restarts=500, qap_patience=10))]
     for label, opts in runs:
         if dev.type != "cpu":

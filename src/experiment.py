@@ -122,7 +122,7 @@ class Config:
     base_seed: int = 0
     restarts: int = 500
     qap_solver: str = "fast"
-    qap_init: str = "kernel_local_CKA"
+    qap_init: str = "randomized"
     qap_patience: Optional[int] = 10
     data_dir: str = "data"
     results_dir: str = "results"

@@ -1,0 +1,115 @@
+"""src/qap.py: the batched seeded FAQ against scipy's, from the same starts."""
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import quadratic_assignment
+
+import run
+from src import qap, utils
+
+F64 = torch.float64
+
+
+def problem(n_seeds, m, noise, seed=0):
+    """A, B: the paper's centred RBF kernels of two noisy views of the same points; B's unseeded rows
+    shuffled by a planted permutation. Returns A, B, planted (B row of each unseeded A row)."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n_seeds + m, 6, generator=g, dtype=F64)
+    Y = torch.tanh(X @ torch.randn(6, 9, generator=g, dtype=F64)) + noise * torch.randn(n_seeds + m, 9, generator=g,
+                                                                                          dtype=F64)
+    A = utils.centered_scaled_corr_rbf(X)
+    B = utils.centered_scaled_corr_rbf(Y)
+    perm = torch.randperm(m, generator=g)
+    idx = torch.cat([torch.arange(n_seeds), n_seeds + perm])
+    inv = torch.argsort(perm)
+    return A, B[idx][:, idx], inv
+
+
+def scipy_faq(A, B, s, P0):
+    return quadratic_assignment(A.numpy(), B.numpy(), options=dict(
+        P0=P0.numpy(), maximize=True, tol=1e-5, partial_match=np.array([np.arange(s), np.arange(s)]).T))
+
+
+@pytest.mark.parametrize("noise", [0.3, 1.0])
+def test_fast_faq_equals_or_beats_scipy_from_the_same_starts(noise):
+    s, m = 15, 40
+    A, B, _ = problem(s, m, noise, seed=1)
+    g = torch.Generator().manual_seed(2)
+    # starts balanced tightly enough for scipy's doubly-stochastic check
+    P0 = (1.0 / m + qap.doubly_stochastic(torch.rand(6, m, m, generator=g, dtype=F64), tol=1e-12)) / 2
+    cols, objs, iters = qap.faq_batch(A, B, s, P0)
+    assert (iters > 1).any()  # the problems take several Frank-Wolfe steps
+    for k in range(6):
+        ref = scipy_faq(A, B, s, P0[k])
+        assert objs[k].item() >= ref.fun - 1e-12
+
+
+def test_objective_is_scipys_score():
+    A, B, inv = problem(10, 20, 0.5)
+    cols = torch.stack([inv, torch.randperm(20)])
+    perm = torch.cat([torch.arange(10), 10 + inv])
+    objs = qap.objective_batch(A, B, 10, cols)
+    assert objs[0].item() == pytest.approx(float((A * B[perm][:, perm]).sum()), abs=1e-12)
+
+
+def test_planted_permutation_recovered_and_anchors_fixed():
+    s, m = 40, 30
+    A, B, inv = problem(s, m, 0.02, seed=3)
+    res = qap.seeded_qap(A, B, s, restarts=8, init="randomized", seed=0)
+    assert (res.col_ind[:s] == np.arange(s)).all()
+    assert (res.col_ind[s:] - s == inv.numpy()).all()
+    assert res.restarts == 8 and len(res.objectives) == 8 and res.objective == max(res.objectives)
+
+
+def test_same_seed_same_result():
+    A, B, _ = problem(20, 40, 1.0, seed=4)
+    a = qap.seeded_qap(A, B, 20, restarts=12, seed=5, batch_size=4)
+    b = qap.seeded_qap(A, B, 20, restarts=12, seed=5, batch_size=4)
+    assert a.objectives == b.objectives and (a.col_ind == b.col_ind).all()
+
+
+def test_patience_stops_when_restarts_stop_improving():
+    A, B, _ = problem(30, 20, 0.05, seed=4)  # easy: every restart finds the same optimum
+    res = qap.seeded_qap(A, B, 30, restarts=100, seed=5, patience=4, batch_size=4)
+    assert res.restarts < 100
+    best_at = int(np.argmax(res.objectives))  # the first best
+    assert res.restarts - 1 - best_at >= 4
+
+
+def test_warm_start_runs_first_from_the_given_assignment():
+    s, m = 40, 30
+    A, B, inv = problem(s, m, 0.02, seed=6)
+    res = qap.seeded_qap(A, B, s, restarts=3, init="warm", warm=inv.numpy(), seed=0)
+    assert (res.col_ind[s:] - s == inv.numpy()).all()
+    exact = qap.objective_batch(A, B, s, inv[None])[0].item()
+    assert res.objectives[0] == pytest.approx(exact)
+    assert qap.seeded_qap(A, B, s, init="barycenter", restarts=50).restarts == 1  # deterministic: one run
+
+
+def test_float32_iterates_reach_the_float64_solution():
+    A, B, inv = problem(40, 30, 0.05, seed=7)
+    r64 = qap.seeded_qap(A, B, 40, restarts=8, seed=1, dtype=F64)
+    r32 = qap.seeded_qap(A, B, 40, restarts=8, seed=1, dtype=torch.float32)
+    assert (r32.col_ind == r64.col_ind).all() and r32.objective == r64.objective  # scored in float64
+
+
+def test_bad_init_names():
+    A, B, _ = problem(5, 5, 0.1)
+    with pytest.raises(ValueError):
+        qap.seeded_qap(A, B, 5, init="nope")
+    with pytest.raises(ValueError):
+        qap.seeded_qap(A, B, 5, init="warm")
+
+
+def test_bad_solver_and_init_are_usage_errors(capsys):
+    assert run.main(["--m", "qap", "--qap-solver", "magic"]) == 2
+    assert "--qap-solver" in capsys.readouterr().err
+    assert run.main(["--m", "qap", "--qap-init", "magic"]) == 2
+    assert "--qap-init" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_runs_on_gpu_tensors():
+    A, B, inv = problem(40, 30, 0.02, seed=3)
+    res = qap.seeded_qap(A.cuda(), B.cuda(), 40, restarts=8, seed=0)
+    assert (res.col_ind[40:] - 40 == inv.numpy()).all()
