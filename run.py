@@ -49,6 +49,8 @@ def build_parser():
                    help="qap starts: randomized (the paper's), barycenter, or a warm start from that graph")
     p.add_argument("--qap-patience", type=int, default=10,
                    help="qap, fast solver: stop after this many restarts without a better objective (0: never)")
+    p.add_argument("--qap-polish", action="store_true",
+                   help="qap, fast solver: pair-swap local search on the best permutation (a higher objective)")
     p.add_argument("--data-dir", default="data", help="where the embeddings and cluster files are")
     p.add_argument("--results-dir", default="results", help="averaged CSVs and summary.csv")
     p.add_argument("--seedwise-dir", default="seedwise", help="per-seed CSVs")
@@ -66,7 +68,7 @@ def config_from_args(args, **overrides):
                   base_data=args.base_data, query_data=args.query_data, stretch=args.stretch, vtl=args.vtl,
                   seeds=tuple(args.seeds), base_seed=args.base_seed, restarts=args.restarts,
                   qap_solver=args.qap_solver, qap_init=args.qap_init,
-                  qap_patience=args.qap_patience or None, data_dir=args.data_dir,
+                  qap_patience=args.qap_patience or None, qap_polish=args.qap_polish, data_dir=args.data_dir,
                   results_dir=args.results_dir, seedwise_dir=args.seedwise_dir)
     values.update(overrides)
     return Config(**values)

@@ -41,6 +41,8 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument("--repeat", type=int, default=1,
+                   help="go over the photos this many times (a longer run amortises worker start-up)")
     p.add_argument("--skip-paper", action="store_true")
     args = p.parse_args()
     dev = torch.device(args.device)
@@ -52,6 +54,7 @@ def main():
     tmp = Path(tempfile.mkdtemp())
     (tmp / "captions.json").write_text(json.dumps(sub))
     ds = load_dataset("bench", args.images, tmp / "captions.json")
+    ds.paths, ds.ids, ds.captions = ds.paths * args.repeat, ds.ids * args.repeat, ds.captions * args.repeat
     enc = load_encoder("efficientnet_lite0", dev)
     n = len(ds)
     print(f"efficientnet_lite0 on {n} flickr8k photos, {dev}, batch {args.batch_size}, {args.workers} workers, "

@@ -50,6 +50,8 @@ def bench_one(args, dev, sb, tb, sq, tq):
             ("fast randomized, patience 10 (run.py's default)",
              dict(qap_init="randomized", restarts=500, qap_patience=10)),
             ("fast randomized, patience 20", dict(qap_init="randomized", restarts=500, qap_patience=20)),
+            ("fast randomized, patience 10, --qap-polish",
+             dict(qap_init="randomized", restarts=500, qap_patience=10, qap_polish=True)),
             ("fast barycenter", dict(qap_init="barycenter", restarts=1, qap_patience=None)),
             ("fast warm relative x10", dict(qap_init="relative", restarts=10, qap_patience=None)),
             ("fast warm linear_local_CKA x10", dict(qap_init="linear_local_CKA", restarts=10, qap_patience=None)),

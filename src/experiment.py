@@ -70,6 +70,8 @@ def _qap(sb, tb, sq, tq, graph, device, options):
     if options["qap_solver"] == "scipy":
         if init != "randomized":
             raise UsageError(f"--qap-init {init} needs --qap-solver fast (scipy runs the paper's randomized starts)")
+        if options.get("qap_polish"):
+            raise UsageError("--qap-polish needs --qap-solver fast")
         return utils.qap_matching(sb, tb, sq, tq, None, device, restarts=restarts, seed=seed,
                                   progress=progress, return_info=True)
     A, B, shuffle, n_base = utils.qap_inputs(sb, tb, sq, tq, device)
@@ -81,8 +83,11 @@ def _qap(sb, tb, sq, tq, graph, device, options):
         kind = "warm"
     res = fastqap.seeded_qap(A.double(), B.double(), n_base, restarts=restarts, init=kind, warm=warm,
                              seed=seed, patience=options.get("qap_patience"))
-    acc = utils.qap_accuracy(res.col_ind, shuffle.numpy(), n_base)
-    return acc, {"objective": res.objective, "restarts": res.restarts}
+    col_ind, objective = res.col_ind, res.objective
+    if options.get("qap_polish"):
+        col_ind, objective, _ = fastqap.two_opt(A, B, n_base, col_ind)
+    acc = utils.qap_accuracy(col_ind, shuffle.numpy(), n_base)
+    return acc, {"objective": objective, "restarts": res.restarts}
 
 
 METHODS = {
@@ -124,6 +129,7 @@ class Config:
     qap_solver: str = "fast"
     qap_init: str = "randomized"
     qap_patience: Optional[int] = 10
+    qap_polish: bool = False
     data_dir: str = "data"
     results_dir: str = "results"
     seedwise_dir: str = "seedwise"
@@ -131,7 +137,7 @@ class Config:
     # what changes the numbers (paths and the device do not)
     _identity = ("method", "base_samples", "query_samples", "clustering_mode", "vid_model", "text_model",
                  "base_data", "query_data", "stretch", "vtl", "seeds", "base_seed")
-    _qap_identity = ("restarts", "qap_solver", "qap_init", "qap_patience")
+    _qap_identity = ("restarts", "qap_solver", "qap_init", "qap_patience", "qap_polish")
 
     @property
     def source_model(self):
@@ -264,7 +270,7 @@ def run(cfg: Config, inputs: Inputs, device, progress=True):
     data = [t.to(device) for t in (inputs.source_base, inputs.target_base, inputs.source_query, inputs.target_query)]
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     options = {"restarts": cfg.restarts, "qap_solver": cfg.qap_solver, "qap_init": cfg.qap_init,
-               "qap_patience": cfg.qap_patience, "progress": progress}
+               "qap_patience": cfg.qap_patience, "qap_polish": cfg.qap_polish, "progress": progress}
     common = {"Base data": cfg.base_data, "Query data": cfg.query_data, "Source model": cfg.source_model,
               "Target model": cfg.target_model, "method": cfg.method, "base_samples": cfg.base_samples,
               "query_samples": cfg.query_samples, "clustering_mode": cfg.clustering_mode,

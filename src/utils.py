@@ -330,9 +330,10 @@ class _LocalRBF:
     only the n query-anchor distances change per query.
     """
 
-    # Rows handled together when building kernels: small enough that the N x N temporaries stay in
-    # cache (fresh multi-GB temporaries cost more in page faults than the arithmetic).
-    block = 32
+    # Rows handled together when building kernels. On a CPU: small enough that the N x N temporaries
+    # stay in cache (fresh multi-GB temporaries cost more in page faults than the arithmetic); on a GPU:
+    # large, so each kernel launch does enough work.
+    cpu_block, gpu_block = 32, 256
 
     def __init__(self, base):
         self.base = base
@@ -368,8 +369,9 @@ class _LocalRBF:
         c, N = query.shape[0], self.D_full.shape[0]
         if out is None:
             out = torch.empty(c, self.size, dtype=query.dtype, device=query.device)
-        for i in range(0, c, self.block):
-            d, med = self.sigmas(query[i:i + self.block])
+        block = self.cpu_block if query.device.type == "cpu" else self.gpu_block
+        for i in range(0, c, block):
+            d, med = self.sigmas(query[i:i + block])
             sigma = torch.sqrt(med)
             b = d.shape[0]
             K = self.D_full.expand(b, N, N).clone()

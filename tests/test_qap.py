@@ -108,6 +108,22 @@ def test_bad_solver_and_init_are_usage_errors(capsys):
     assert "--qap-init" in capsys.readouterr().err
 
 
+def test_two_opt_gains_are_exact_and_never_lower_the_objective():
+    s, m = 10, 25
+    A, B, _ = problem(s, m, 1.0, seed=8)
+    start = np.concatenate([np.arange(s), s + np.random.default_rng(0).permutation(m)])
+    score = lambda p: float((A * B[p][:, p]).sum())  # noqa: E731
+    col, obj, swaps = qap.two_opt(A, B, s, start)
+    assert swaps > 0 and obj > score(start)
+    assert obj == pytest.approx(score(col), abs=1e-12)
+    assert (col[:s] == np.arange(s)).all() and sorted(col) == list(range(s + m))
+    for i in range(s, s + m):  # a local optimum: no single swap improves it
+        for j in range(i + 1, s + m):
+            q = col.copy()
+            q[[i, j]] = q[[j, i]]
+            assert score(q) <= obj + 1e-12
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_runs_on_gpu_tensors():
     A, B, inv = problem(40, 30, 0.02, seed=3)

@@ -53,6 +53,14 @@ def outputs(root):
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.csv"))
 
 
+def test_qap_options_end_to_end(workdir):
+    for extra in (["--qap-solver", "scipy"], ["--qap-init", "kernel_local_CKA"], ["--qap-polish"],
+                  ["--qap-init", "barycenter"]):
+        assert run.main(["--m", "qap"] + ARGS + extra) == 0, extra
+    frames = [pd.read_csv(f) for f in (workdir / "seedwise").glob("*.csv")]
+    assert len(frames) == 4 and all(f["matching_acc"].between(0, 1).all() for f in frames)
+
+
 @pytest.mark.parametrize("method", sorted(run.METHODS))
 def test_every_method_end_to_end(workdir, method, capsys):
     extra = ["--text_model", "clipx", "--vid_model", "clipx"] if method == "cos" else []  # cos needs one shared space
@@ -209,6 +217,8 @@ def test_unknown_method_and_bad_flags(workdir, capsys):
     _bad(workdir, capsys, ["--m", "qap", "--qap-init", "nope"] + ARGS, 2, "--qap-init")
     _bad(workdir, capsys, ["--m", "qap", "--qap-solver", "scipy", "--qap-init", "relative"] + ARGS, 2,
          "--qap-init relative needs --qap-solver fast")
+    _bad(workdir, capsys, ["--m", "qap", "--qap-solver", "scipy", "--qap-polish"] + ARGS, 2,
+         "--qap-polish needs --qap-solver fast")
     if not torch.cuda.is_available():
         _bad(workdir, capsys, ["--m", "linear", "--device", "cuda:7"] + ARGS, 2, "--device cuda:7")
 
