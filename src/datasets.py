@@ -64,9 +64,6 @@ class CaptionsDataset:
     def __len__(self):
         return len(self.ids)
 
-    def shard(self, indices):
-        return [self.ids[i] for i in indices]
-
 
 def _check_image(path, full):
     """None if the image can be used, else why not. full=True decodes it completely."""

@@ -122,8 +122,8 @@ def load_embeddings(path, fix=None):
 
 
 def load_cluster(path, n_rows, fix=None):
-    """Anchor row indices (1-D int64); accepts the paper's pickled Python lists only through JSON-safe
-    loading, i.e. a tensor. Checks the indices fit the embeddings."""
+    """Anchor row indices as a 1-D int64 tensor, checked to fit embeddings of n_rows rows. (The paper saved
+    a pickled Python list, which weights_only loading refuses: re-run cluster.py for such files.)"""
     obj = load_tensor(path, fix)
     if isinstance(obj, (list, tuple)):
         obj = torch.tensor(obj)

@@ -59,11 +59,6 @@ def _sq_dists(X):
     return d - GX + (d - GX).T  # [i, j] = (G_jj - G_ij) + (G_ii - G_ji): symmetric, zero diagonal
 
 
-def _lower_median(values):
-    # torch.median of a 1-D tensor returns the lower of the two middle values for an even count
-    return torch.median(values)
-
-
 def rbf(X, sigma=None):
     """RBF kernel exp(-||x_i - x_j||^2 / (2 sigma^2)) of the rows of X (n x d).
 
@@ -71,7 +66,7 @@ def rbf(X, sigma=None):
     """
     KX = _sq_dists(X)
     if sigma is None:
-        sigma = torch.sqrt(_lower_median(KX[KX != 0]))
+        sigma = torch.sqrt(torch.median(KX[KX != 0]))  # torch.median: the lower of two middle values
     return torch.exp(KX * (-0.5 / (sigma * sigma)))
 
 
@@ -261,13 +256,14 @@ def relative_baseline(source_base, target_base, source_query, target_query, devi
 def linear_local_CKA(source_base, target_base, source_query, target_query, device=None):
     """graph[i, j] = linear_CKA([sq_i; source_base], [tq_j; target_base]) for all i, j.
 
-    Block decomposition (derived in the docstring of the tests): with the anchors centred on their mean,
-    B (n x d), a_i = sq_i - mean, p_i = B a_i, alpha_i = |a_i|^2, P = B B^T, and s = 1/(n+1),
-
-        HSIC_ij = <P, R> + 2 n s p_i . q_j + (n s)^2 alpha_i gamma_j
-
-    (likewise C, c_j, q_j, gamma_j, R on the target side), because P 1 = 0 and sum_k p_ik = 0.
-    Cost O(Q n d + Q^2 n) instead of O(Q^2 n^2 d).
+    Block decomposition. Centre the anchors on their mean: B (n x d), a_i = sq_i - mean, p_i = B a_i,
+    alpha_i = |a_i|^2, P = B B^T, s = 1/(n+1). The centred Gram matrix of [sq_i; anchors] is then
+        [0, 0] = (n s)^2 alpha_i,   [0, k] = n s (p_ik - s alpha_i),
+        [k, l] = P_kl - s (p_ik + p_il) + s^2 alpha_i,
+    and since P 1 = 0 and sum_k p_ik = 0, its inner product with the target side's (C, c_j, q_j, gamma_j,
+    R) collapses to
+        HSIC_ij = <P, R> + 2 n s p_i . q_j + (n s)^2 alpha_i gamma_j.
+    Cost O(Q n d + Q^2 n) instead of the per-pair loop's O(Q^2 n^2 d).
     """
     sb, tb, sq, tq = (_to(t, device) for t in (source_base, target_base, source_query, target_query))
     n = sb.shape[0]
@@ -344,10 +340,9 @@ class _LocalRBF:
         self.gb = torch.diagonal(base @ base.T)
         self.D_full = torch.zeros(N, N, dtype=base.dtype, device=base.device)
         self.D_full[1:, 1:] = D
+        # <X, Y> of symmetric matrices = diagonal + 2 x upper triangle (the 2 goes on one side only)
         iu = torch.triu_indices(N, N, device=base.device)
         self.flat = iu[0] * N + iu[1]
-        # <X, Y> of symmetric matrices = diagonal + 2 x upper triangle; the 2 goes on one side only
-        self.weight = torch.where(iu[0] == iu[1], 1.0, 2.0).to(base.dtype)
 
     @property
     def size(self):
@@ -364,25 +359,34 @@ class _LocalRBF:
         dsorted = torch.sort(torch.where(nonzero, d, inf), dim=1).values
         return d, _kth_of_union(self.A, dsorted, kth)
 
-    def vectors(self, query, out=None):
-        """Upper triangles of H K_i H for each row of query (c x d), written to out (c x N(N+1)/2)."""
+    def vectors(self, query, out=None, weighted=False):
+        """Upper triangles of H K_i H for each row of query (c x d), written to out (c x N(N+1)/2), and
+        each set's HSIC(K_i, K_i) = ||H K_i H||^2 (c). weighted=True doubles the off-diagonal entries,
+        so that a plain dot product with an unweighted vector gives the full inner product."""
         c, N = query.shape[0], self.D_full.shape[0]
         if out is None:
             out = torch.empty(c, self.size, dtype=query.dtype, device=query.device)
+        self_hsic = torch.empty(c, dtype=query.dtype, device=query.device)
         block = self.cpu_block if query.device.type == "cpu" else self.gpu_block
+        buf = torch.empty(min(block, c), N, N, dtype=query.dtype, device=query.device)
         for i in range(0, c, block):
             d, med = self.sigmas(query[i:i + block])
             sigma = torch.sqrt(med)
             b = d.shape[0]
-            K = self.D_full.expand(b, N, N).clone()
+            K = buf[:b]
+            K.copy_(self.D_full.expand(b, N, N))
             K[:, 0, 1:] = d
             K[:, 1:, 0] = d
             K.mul_((-0.5 / (sigma * sigma))[:, None, None]).exp_()
             # centre in place: K - row means - column means + grand mean (K is symmetric)
             r = K.mean(dim=2)
             K.sub_(r[:, :, None]).sub_(r[:, None, :]).add_(r.mean(dim=1)[:, None, None])
-            torch.index_select(K.view(b, -1), 1, self.flat, out=out[i:i + b])
-        return out
+            self_hsic[i:i + b] = (K * K).sum(dim=(1, 2))
+            if weighted:
+                K.mul_(2)
+                K.diagonal(dim1=1, dim2=2).mul_(0.5)
+            torch.gather(K.view(b, -1), 1, self.flat.expand(b, -1), out=out[i:i + b])  # faster than index_select
+        return out, self_hsic
 
 
 def kernel_local_CKA(source_base, target_base, source_query, target_query, device=None, chunk_size=256):
@@ -396,15 +400,13 @@ def kernel_local_CKA(source_base, target_base, source_query, target_query, devic
     """
     sb, tb, sq, tq = (_to(t, device) for t in (source_base, target_base, source_query, target_query))
     src, tgt = _LocalRBF(sb), _LocalRBF(tb)
-    vt = tgt.vectors(tq)
-    var_t = torch.sqrt(((vt * tgt.weight) * vt).sum(dim=1))
+    vt, var_t = tgt.vectors(tq)
+    std_t = torch.sqrt(var_t)
     graph = torch.empty(sq.shape[0], tq.shape[0], dtype=vt.dtype, device=vt.device)
     vs = torch.empty(min(chunk_size, sq.shape[0]), src.size, dtype=sq.dtype, device=sq.device)
     for i in range(0, sq.shape[0], chunk_size):
-        part = src.vectors(sq[i:i + chunk_size], out=vs[:min(chunk_size, sq.shape[0] - i)])
-        var_s = torch.sqrt(((part * src.weight) * part).sum(dim=1))
-        part.mul_(src.weight)
-        graph[i:i + part.shape[0]] = (part @ vt.T) / (var_s[:, None] * var_t[None, :])
+        part, var_s = src.vectors(sq[i:i + chunk_size], out=vs[:min(chunk_size, sq.shape[0] - i)], weighted=True)
+        graph[i:i + part.shape[0]] = (part @ vt.T) / (torch.sqrt(var_s)[:, None] * std_t[None, :])
     return graph
 
 
