@@ -9,7 +9,6 @@ Image encoders expose ``transform(PIL image) -> C x H x W tensor`` (run in DataL
 -> B x D``, the mean over each image's captions of the per-caption embeddings, as the paper.
 """
 import contextlib
-import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ import torch.nn.functional as F
 
 from .cli import DataError, UsageError
 
-_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

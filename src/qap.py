@@ -14,7 +14,6 @@ projection by one Hungarian assignment. What makes it fast:
 - warm starts from a cheap graph (one Hungarian assignment) and early stopping when restarts stop
   improving the best objective.
 """
-import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-_logger = logging.getLogger(__name__)
 
 INITS = ("randomized", "barycenter", "warm")
 SOLVERS = ("fast", "scipy")

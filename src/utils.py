@@ -15,7 +15,6 @@ metrics are vectorised, and QAP restarts are seeded. Tensors keep the dtype and 
 (``device`` moves them first when given); float64 inputs give float64 results.
 """
 import logging
-import math
 
 import numpy as np
 import torch

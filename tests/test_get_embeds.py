@@ -310,3 +310,14 @@ def test_offline_model_not_in_cache(ds, tmp_path, capsys, monkeypatch):
     assert run_embeds(ds, "dinov2") == 1
     err = capsys.readouterr().err
     assert "facebook/dinov2-large" in err and "HF_HUB_OFFLINE" in err and "Traceback" not in err
+
+
+def test_truncated_image_found_during_extraction_is_named(ds, tmp_path, capsys):
+    img, cap = ds
+    data = (img / "img_007.jpg").read_bytes()
+    (img / "img_007.jpg").write_bytes(data[:len(data) // 3])  # the header parses, the pixels do not
+    w = tm.dinov2(tmp_path / "m")
+    assert run_embeds(ds, "dinov2", w) == 1
+    err = capsys.readouterr().err
+    assert "img_007.jpg" in err and "--skip-missing" in err and "Traceback" not in err
+    assert not (tmp_path / "data" / "tiny_dinov2_img.pt").exists()
