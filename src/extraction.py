@@ -127,8 +127,7 @@ def extract(encoder, dataset, modality, out_path, batch_size=32, num_workers=4, 
         if modality == "img":
             loader = DataLoader(_Images(dataset.paths, encoder.transform),
                                 batch_sampler=[b for _, b in batches], num_workers=num_workers,
-                                pin_memory=encoder.device.type == "cuda",
-                                persistent_workers=False)
+                                pin_memory=encoder.device.type == "cuda")
             try:
                 for (k, b), pixels in zip(batches, loader):
                     rows = encoder.encode_images(encoder.prepare(pixels))
