@@ -11,7 +11,7 @@ import io
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
@@ -180,7 +180,6 @@ class Inputs:
     target_query: torch.Tensor
     source_cluster: Optional[torch.Tensor] = None
     target_cluster: Optional[torch.Tensor] = None
-    files: dict = field(default_factory=dict)
 
 
 def _load_dataset(data_dir, dataset, text_model, vid_model):
@@ -195,7 +194,7 @@ def _load_dataset(data_dir, dataset, text_model, vid_model):
         raise DataError(f"{tp} has {text.shape[0]} rows but {ip} has {img.shape[0]}: text and image "
                         f"embeddings must pair row by row; re-extract both over the same images")
     check_pair(tp, tmeta, ip, imeta)
-    return text, img, {"text": str(tp), "img": str(ip)}
+    return text, img
 
 
 def load_inputs(cfg: Config) -> Inputs:
@@ -206,12 +205,11 @@ def load_inputs(cfg: Config) -> Inputs:
         if v < 1:
             raise UsageError(f"{flag} {v}: must be at least 1")
     same = cfg.base_data == cfg.query_data
-    base_text, base_img, files = _load_dataset(cfg.data_dir, cfg.base_data, cfg.text_model, cfg.vid_model)
+    base_text, base_img = _load_dataset(cfg.data_dir, cfg.base_data, cfg.text_model, cfg.vid_model)
     if same:
         query_text, query_img = base_text, base_img
     else:
-        query_text, query_img, qfiles = _load_dataset(cfg.data_dir, cfg.query_data, cfg.text_model, cfg.vid_model)
-        files.update({f"query_{k}": v for k, v in qfiles.items()})
+        query_text, query_img = _load_dataset(cfg.data_dir, cfg.query_data, cfg.text_model, cfg.vid_model)
 
     n_base, n_query = base_text.shape[0], query_text.shape[0]
     if same and cfg.base_samples + cfg.query_samples > n_base:
@@ -230,9 +228,9 @@ def load_inputs(cfg: Config) -> Inputs:
 
     # source = text, target = image (-vtl swaps the roles)
     if cfg.vtl:
-        inputs = Inputs(base_img, base_text, query_img, query_text, files=files)
+        inputs = Inputs(base_img, base_text, query_img, query_text)
     else:
-        inputs = Inputs(base_text, base_img, query_text, query_img, files=files)
+        inputs = Inputs(base_text, base_img, query_text, query_img)
 
     if cfg.clustering_mode in (1, 2):
         # the paper's code read both cluster files always; only the one used is needed
@@ -255,7 +253,6 @@ def load_inputs(cfg: Config) -> Inputs:
             inputs.source_cluster = picks
         else:
             inputs.target_cluster = picks
-        inputs.files["cluster"] = str(path)
     return inputs
 
 
