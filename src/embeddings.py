@@ -122,8 +122,9 @@ def load_embeddings(path, fix=None):
 
 
 def load_cluster(path, n_rows, fix=None):
-    """Anchor row indices as a 1-D int64 tensor, checked to fit embeddings of n_rows rows. (The paper saved
-    a pickled Python list, which weights_only loading refuses: re-run cluster.py for such files.)"""
+    """Anchor row indices as a 1-D int64 tensor, checked to fit embeddings of n_rows rows. A plain list of
+    ints (the paper's format) is accepted; the paper's lists of NumPy integers are refused by
+    weights_only loading, and the message says to re-run cluster.py."""
     obj = load_tensor(path, fix)
     if isinstance(obj, (list, tuple)):
         obj = torch.tensor(obj)

@@ -68,10 +68,6 @@ def _qap(sb, tb, sq, tq, graph, device, options):
     restarts, seed, init = options["restarts"], options["seed"], options["qap_init"]
     progress = options.get("progress", True)
     if options["qap_solver"] == "scipy":
-        if init != "randomized":
-            raise UsageError(f"--qap-init {init} needs --qap-solver fast (scipy runs the paper's randomized starts)")
-        if options.get("qap_polish"):
-            raise UsageError("--qap-polish needs --qap-solver fast")
         return utils.qap_matching(sb, tb, sq, tq, None, device, restarts=restarts, seed=seed,
                                   progress=progress, return_info=True)
     A, B, shuffle, n_base = utils.qap_inputs(sb, tb, sq, tq, device)
@@ -204,6 +200,12 @@ def load_inputs(cfg: Config) -> Inputs:
     for flag, v in (("--b", cfg.base_samples), ("--q", cfg.query_samples)):
         if v < 1:
             raise UsageError(f"{flag} {v}: must be at least 1")
+    if cfg.method == "qap" and cfg.qap_solver == "scipy":
+        if cfg.qap_init != "randomized":
+            raise UsageError(f"--qap-init {cfg.qap_init} needs --qap-solver fast "
+                             f"(scipy runs the paper's randomized starts)")
+        if cfg.qap_polish:
+            raise UsageError("--qap-polish needs --qap-solver fast")
     same = cfg.base_data == cfg.query_data
     base_text, base_img = _load_dataset(cfg.data_dir, cfg.base_data, cfg.text_model, cfg.vid_model)
     if same:
