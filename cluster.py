@@ -9,7 +9,7 @@ from src.cli import ArgumentParser, DataError, UsageError, run_main
 from src.clustering import cluster_anchors
 from src.embeddings import (atomic_torch_save, atomic_write_text, cluster_path, embedding_path,
                             get_embeds_command, load_embeddings, sidecar_path)
-from src.encoders import file_tag
+from src.names import file_tag
 
 
 def build_parser():

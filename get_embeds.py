@@ -17,7 +17,8 @@ import torch.distributed as dist
 from src.cli import ArgumentParser, UsageError, add_device_args, resolve_device, run_main
 from src.datasets import load_dataset
 from src.embeddings import embedding_path, save_embeddings
-from src.encoders import REGISTRY, file_tag, get_spec, load_encoder
+from src.encoders import REGISTRY, get_spec, load_encoder
+from src.names import file_tag
 from src.extraction import PRECISIONS, extract, remove_partial
 
 

@@ -1,4 +1,4 @@
-"""What the three scripts share: expected errors with their exit codes, device choice, logging."""
+"""What the three scripts share: expected errors mapped to exit codes, device choice, logging."""
 import argparse
 import logging
 import sys
@@ -6,22 +6,9 @@ import warnings
 
 import torch
 
+from .errors import DataError, ScriptError, UsageError  # noqa: F401  (re-exported for the scripts)
+
 _logger = logging.getLogger(__name__)
-
-
-class ScriptError(Exception):
-    """An expected failure: printed as one message, no traceback."""
-    exit_code = 1
-
-
-class DataError(ScriptError):
-    """Input files or data are missing or wrong (exit 1)."""
-    exit_code = 1
-
-
-class UsageError(ScriptError):
-    """Flags or values that cannot work (exit 2, as argparse)."""
-    exit_code = 2
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .cli import DataError, UsageError
+from .errors import DataError, UsageError
 
 KNOWN = {
     "coco": ("COCO_ROOT", "val2017", "annotations/captions_val2017.json"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import DataError
+from .errors import DataError
 
 MODALITIES = ("img", "text")
 

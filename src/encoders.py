@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .cli import DataError, UsageError
+from .errors import DataError, UsageError
 
 
 
@@ -99,9 +99,6 @@ def get_spec(name):
                      f"st:<name>, clip:<repo>")
 
 
-def file_tag(name):
-    """The model part of a file name: generic ids lose their prefix and slashes (hf:org/x -> hf-org-x)."""
-    return name.replace(":", "-").replace("/", "-")
 
 
 # ----------------------------------------------------------------------------------------------------------

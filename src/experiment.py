@@ -22,7 +22,7 @@ from scipy.optimize import linear_sum_assignment
 
 from . import qap as fastqap
 from . import utils
-from .cli import DataError, UsageError
+from .errors import DataError, UsageError
 from .embeddings import (atomic_write_text, check_pair, cluster_command, cluster_path, embedding_path,
                          get_embeds_command, load_cluster, load_embeddings, load_sidecar)
 

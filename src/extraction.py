@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .cli import DataError
+from .errors import DataError
 from .datasets import open_rgb
 from .embeddings import atomic_torch_save, atomic_write_text, load_tensor
 

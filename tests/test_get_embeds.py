@@ -80,7 +80,7 @@ BUILDERS = {
 def test_image_families_from_local_weights(ds, tmp_path, model):
     weights = BUILDERS[model](tmp_path / model.replace(":", "_"))
     assert run_embeds(ds, model, weights) == 0
-    tag = model.replace(":", "-")
+    tag = model.replace(":", "~")  # file_tag: ":" -> "~", "/" -> "+"
     X = torch.load(tmp_path / "data" / f"tiny_{tag}_img.pt", weights_only=True)
     side = json.loads((tmp_path / "data" / f"tiny_{tag}_img.json").read_text())
     assert X.dtype == torch.float32 and X.shape[0] == 6 and torch.isfinite(X).all()
@@ -106,13 +106,13 @@ def test_text_families_mean_over_captions(ds, tmp_path):
     captions = load_dataset("tiny", *ds).captions
     st_dir = tm.sentence_transformer(tmp_path / "st")
     assert run_embeds(ds, "st:tiny", st_dir) == 0
-    X = torch.load(tmp_path / "data" / "tiny_st-tiny_text.pt", weights_only=True)
+    X = torch.load(tmp_path / "data" / "tiny_st~tiny_text.pt", weights_only=True)
     enc = load_encoder("st:tiny", "cpu", st_dir)
     assert torch.allclose(X[1], torch.as_tensor(enc.model.encode(captions[1])).mean(dim=0), atol=1e-5)
 
     bert = tm.bert_text(tmp_path / "bert")
     assert run_embeds(ds, "hf:tiny-bert", bert) == 0
-    X = torch.load(tmp_path / "data" / "tiny_hf-tiny-bert_text.pt", weights_only=True)
+    X = torch.load(tmp_path / "data" / "tiny_hf~tiny-bert_text.pt", weights_only=True)
     enc = load_encoder("hf:tiny-bert", "cpu", bert)
     rows = []
     for c in captions[2]:  # one caption at a time: no padding, a plain token mean

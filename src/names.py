@@ -1,0 +1,117 @@
+"""Model names and sides, parsed once, and the file tag every script builds file names from.
+
+A model name is ``[random:]BASE[@LAYER]``: BASE is a registry name (``efficientnet_lite0``) or a hub id
+(``hf:org/x``, ``timm:name``, ``st:name``, ``clip:org/x``); ``@LAYER`` taps a module of the loaded model
+by its ``named_modules()`` path (``@final``, or no ``@``, is the model's usual row); ``random:`` keeps the
+architecture and preprocessing with weights freshly initialised after ``torch.manual_seed(0)``.
+
+A side is what one embedding file holds: ``MODEL:MODALITY[:LANG]``, parsed from the right (MODALITY is
+``img`` or ``text``), so ``hf:org/x@blocks.3:img`` stays whole.
+"""
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import UsageError
+
+FINAL = "final"
+RANDOM = "random:"
+MODALITIES = ("img", "text")
+
+
+@dataclass(frozen=True)
+class ModelName:
+    base: str                    # registry name or prefixed hub id
+    layer: Optional[str] = None  # module path; None is the model's usual row ("final")
+    random: bool = False         # weights freshly initialised, not loaded
+
+    @property
+    def text(self):
+        """The canonical spelling: ``MODEL@final`` and ``MODEL`` are one name."""
+        return (RANDOM if self.random else "") + self.base + (f"@{self.layer}" if self.layer else "")
+
+    def at(self, layer):
+        """The same model tapped at another layer (``final`` or None: the usual row)."""
+        return ModelName(self.base, None if layer in (None, FINAL) else layer, self.random)
+
+    def __str__(self):
+        return self.text
+
+
+def parse_model(name) -> ModelName:
+    """``[random:]BASE[@LAYER]`` -> ModelName. Only the syntax is checked here; whether BASE is known
+    and LAYER exists is the encoder registry's business."""
+    if isinstance(name, ModelName):
+        return name
+    text = str(name).strip()
+    random = text.startswith(RANDOM)
+    if random:
+        text = text[len(RANDOM):]
+    base, at, layer = text.partition("@")
+    if not base or (at and not layer) or "@" in layer:
+        raise UsageError(f"model {name!r}: write [random:]MODEL[@LAYER], e.g. efficientnet_lite0@_blocks.8 "
+                         f"or random:efficientnet_lite0")
+    return ModelName(base, None if layer in ("", FINAL) else layer, random)
+
+
+# Characters kept as they are in file names; ':' and '/' get readable stand-ins; everything else,
+# and the stand-ins themselves when they occur in a name, is %-escaped, so distinct names never share
+# a file name.
+_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
+_STAND_INS = {":": "~", "/": "+"}
+
+
+def file_tag(name):
+    """The model part of a file name, one function for every script.
+
+    ``efficientnet_lite0`` -> ``efficientnet_lite0``; ``efficientnet_lite0@final`` -> the same;
+    ``hf:facebook/dinov2-small@encoder.layer.6`` -> ``hf~facebook+dinov2-small@encoder.layer.6``;
+    ``random:efficientnet_lite0@_blocks.8`` -> ``random~efficientnet_lite0@_blocks.8``.
+    Injective: ``~``, ``+``, ``%`` and any other character outside ``[A-Za-z0-9._-@]`` in a name are
+    written as ``%XX``.
+    """
+    out = []
+    for ch in parse_model(name).text:
+        if ch in _SAFE:
+            out.append(ch)
+        elif ch in _STAND_INS:
+            out.append(_STAND_INS[ch])
+        else:
+            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8")))
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One embedding file's worth of rows: a model, a modality and (for text) an optional language."""
+    model: str
+    modality: str
+    lang: Optional[str] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "model", parse_model(self.model).text)
+        if self.modality not in MODALITIES:
+            raise UsageError(f"side {self.model}:{self.modality}: the modality must be img or text")
+
+    @property
+    def text(self):
+        return f"{self.model}:{self.modality}" + (f":{self.lang}" if self.lang else "")
+
+    def dataset(self, dataset):
+        """The dataset name this side reads: ``flickr1k`` + ``de`` -> ``flickr1k-de``."""
+        return f"{dataset}-{self.lang}" if self.lang else dataset
+
+    def __str__(self):
+        return self.text
+
+
+def parse_side(text) -> Side:
+    """``MODEL:MODALITY[:LANG]`` -> Side, parsed from the right."""
+    if isinstance(text, Side):
+        return text
+    parts = str(text).split(":")
+    if len(parts) >= 2 and parts[-1] in MODALITIES:
+        return Side(":".join(parts[:-1]), parts[-1])
+    if len(parts) >= 3 and parts[-2] in MODALITIES and parts[-1]:
+        return Side(":".join(parts[:-2]), parts[-2], parts[-1])
+    raise UsageError(f"side {text!r}: write MODEL:img, MODEL:text or MODEL:text:LANG "
+                     f"(e.g. minilm:text, efficientnet_lite2:img, use:text:de)")
