@@ -8,13 +8,15 @@ import sys
 from src.cli import ArgumentParser, DataError, UsageError, run_main
 from src.clustering import cluster_anchors
 from src.embeddings import (atomic_torch_save, atomic_write_text, cluster_path, embedding_path,
-                            get_embeds_command, load_embeddings, sidecar_path)
-from src.names import file_tag
+                            get_embeds_command, load_embeddings, sidecar_path, tensor_digest)
+from src.encoders import REGISTRY
+from src.names import parse_model
 
 
 def build_parser():
     p = ArgumentParser(prog="cluster.py", description=__doc__.split("\n")[0])
-    p.add_argument("--m", "--model", "--model_name", dest="model", default="dinov2", help="model name of the embeddings")
+    p.add_argument("--m", "--model", "--model_name", dest="model", default="dinov2",
+                   help="model name of the embeddings ([random:]NAME[@LAYER], as get_embeds.py)")
     p.add_argument("--d", "--dataset", dest="dataset", default="coco", help="dataset of the embeddings")
     p.add_argument("-t", "--text", dest="text", action="store_true", help="cluster the _text file (default: _img)")
     p.add_argument("--nc", "--n-clusters", "--n_clusters", dest="n_clusters", type=int, default=320,
@@ -26,20 +28,32 @@ def build_parser():
     return p
 
 
+def _modality_hint(model, modality):
+    """A registry model that has no file of this modality: say which flag is missing."""
+    spec = REGISTRY.get(parse_model(model).base)
+    if spec is not None and modality not in spec.modalities:
+        flag = "add -t" if modality == "img" else "drop -t"
+        return f"{spec.name} is a {'text' if modality == 'img' else 'vision'}-only model: {flag}"
+    return None
+
+
 def main(argv=None):
     def body(args):
-        modality = "text" if args.text else "img"
-        tag = file_tag(args.model)
-        src = embedding_path(args.data_dir, args.dataset, tag, modality)
-        X = load_embeddings(src, fix=f"make it with: {get_embeds_command(args.dataset, args.model)}")
         if args.n_clusters < 1:
             raise UsageError(f"--nc {args.n_clusters}: must be at least 1")
+        modality = "text" if args.text else "img"
+        src = embedding_path(args.data_dir, args.dataset, args.model, modality)
+        if not src.exists() and _modality_hint(args.model, modality):
+            raise UsageError(f"{src} does not exist: {_modality_hint(args.model, modality)}")
+        X = load_embeddings(src, fix=f"make it with: {get_embeds_command(args.dataset, args.model, src)}")
         if args.n_clusters > X.shape[0]:
             raise DataError(f"--nc {args.n_clusters} clusters, but {src} has only {X.shape[0]} rows; lower --nc")
         picks = cluster_anchors(X, args.n_clusters, exact_count=args.exact_count)
-        out = cluster_path(args.data_dir, args.dataset, tag, modality)
-        meta = {"embeddings": src.name, "n_clusters": args.n_clusters, "anchors": int(picks.numel()),
-                "exact_count": args.exact_count, "kmeans": "KMeans(random_state=0, n_init=10)"}
+        out = cluster_path(args.data_dir, args.dataset, args.model, modality)
+        # the digest ties the picks to these exact rows: run.py refuses them for re-extracted embeddings
+        meta = {"embeddings": src.name, "digest": tensor_digest(X), "rows": int(X.shape[0]),
+                "n_clusters": args.n_clusters, "anchors": int(picks.numel()), "exact_count": args.exact_count,
+                "kmeans": "KMeans(random_state=0, n_init=10)"}
         atomic_write_text(sidecar_path(out), json.dumps(meta, indent=1) + "\n")
         atomic_torch_save(picks, out)
         print(f"wrote {out} ({picks.numel()} distinct anchors from {args.n_clusters} clusters)")

@@ -18,7 +18,6 @@ from src.cli import ArgumentParser, UsageError, add_device_args, resolve_device,
 from src.datasets import load_dataset
 from src.embeddings import embedding_path, save_embeddings
 from src.encoders import REGISTRY, get_spec, load_encoder
-from src.names import file_tag
 from src.extraction import PRECISIONS, extract, remove_partial
 
 
@@ -78,8 +77,7 @@ def main(argv=None):
         spec = get_spec(args.model)
         if args.batch_size < 1 or args.chunk_size < 1:
             raise UsageError("--batch-size and --chunk-size must be at least 1")
-        tag = file_tag(args.model)
-        outputs = {m: embedding_path(args.data_dir, args.dataset, tag, m) for m in spec.modalities}
+        outputs = {m: embedding_path(args.data_dir, args.dataset, args.model, m) for m in spec.modalities}
         if outputs and all(p.exists() for p in outputs.values()) and not args.overwrite:
             print("\n".join(f"{p} exists, skipped (--overwrite to recompute)" for p in outputs.values()))
             return 0
@@ -89,7 +87,7 @@ def main(argv=None):
             encoder = load_encoder(args.model, device, args.weights)
             written = []
             for modality in encoder.modalities:
-                path = embedding_path(args.data_dir, args.dataset, tag, modality)
+                path = embedding_path(args.data_dir, args.dataset, args.model, modality)
                 if path.exists() and not args.overwrite:
                     print(f"{path} exists, skipped (--overwrite to recompute)")
                     continue

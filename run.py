@@ -1,37 +1,66 @@
-"""Match captions to images with no training: anchors, a method, matching and retrieval accuracy.
+"""Match captions to images (or any two sides) with no training: anchors, methods, matching and retrieval.
 
 The paper's command works as written:
     python run.py --m linear --b 320 --q 500 --c 0 --vid_model dinov2 --text_model allroberta \
         --base_data coco --query_data nocaps --gpu 0
-and ``python run.py --demo`` runs every method on the bundled flickr1k embeddings.
+Several methods and models in one process (their cross product, each with its own CSVs):
+    python run.py --m relative qap --vid_model efficientnet_lite0 efficientnet_lite1 --text_model minilm mpnet ...
+Any two sides, e.g. cross-lingual:  python run.py --source mpnet:text --target use:text:de --base_data flickr1k ...
+Class names against images:         python run.py --task classes --b 20 --base_data caltech101 --query_data caltech101 ...
+``python run.py --demo`` draws Figure 1 in small from the bundled embeddings; ``--demo depth`` across depth.
 """
+import itertools
 import sys
 
 from src.cli import ArgumentParser, UsageError, add_device_args, resolve_device, run_main
-from src.experiment import METHODS, QAP_INITS, Config, load_inputs, run, write_outputs
+from src.experiment import METHODS, Config, prepare, run_group, write_outputs
+from src.matching import QAP_INITS
+from src.metrics import METRICS
 from src.qap import SOLVERS
+from src.tasks import TASKS
 
-DEMO = dict(base_data="flickr1k", query_data="flickr1k", vid_model="efficientnet_lite0", text_model="minilm",
-            base_samples=320, query_samples=500, clustering_mode=0, seeds=(0, 1, 2))
+ALL_BUT_COS = [m for m, spec in METHODS.items() if not spec.same_space]
+DEMOS = {
+    # Figure 1 in small: 3 image encoders x 2 text encoders, every method that applies
+    "figure1": dict(methods=ALL_BUT_COS, vid_models=["efficientnet_lite0", "efficientnet_lite1",
+                                                     "efficientnet_lite2"], text_models=["minilm", "mpnet"],
+                    figure="figure1.png"),
+    # Figure 1 across depth: EfficientNet-Lite0's blocks, pixels and a random Lite0 against mpnet captions
+    "depth": dict(methods=ALL_BUT_COS, vid_models=[f"efficientnet_lite0@_blocks.{k}" for k in (1, 3, 5, 8, 11, 14)]
+                  + ["efficientnet_lite0", "pixels", "random:efficientnet_lite0"], text_models=["mpnet"],
+                  figure="figure1_depth.png"),
+}
+DEMO_DATA = dict(base_data="flickr1k", query_data="flickr1k", base_samples=320, query_samples=500,
+                 clustering_mode=0, seeds=(0, 1, 2))
 DEMO_NOTE = """\
 What these numbers mean: {q} flickr8k captions are matched to their {q} photos (chance: 1/{q} = {chance:.1%})
-using {b} known image-caption pairs as anchors, with no training. The two encoders are small real models,
-EfficientNet-Lite0 (ImageNet classifier) and all-MiniLM-L6-v2, far weaker than the paper's DINOv2 x
-all-roberta-large-v1, so expect far lower accuracy than the paper's COCO/NoCaps tables. matching_acc:
-fraction of captions assigned their own photo; top_k: fraction whose photo is among the k best-scored
-(-1: qap only matches); cka: linear / RBF CKA of the paired anchors + queries; averages over 3 seeds."""
+using {b} known image-caption pairs as anchors, with no training, averaged over seeds 0 1 2. The encoders are
+small real models (EfficientNet-Lite0/1/2 ImageNet classifiers; all-MiniLM-L6-v2 and all-mpnet-base-v2),
+far weaker than the paper's, so expect far lower accuracy than its COCO/NoCaps tables. *_acc: fraction of
+captions assigned their own photo; *_top1: fraction whose photo is scored best (qap only matches)."""
 
 
 def build_parser():
-    p = ArgumentParser(prog="run.py", description=__doc__.split("\n")[0])
-    p.add_argument("--m", "--method", dest="method", default="linear", choices=sorted(METHODS),
-                   help="how captions and images are scored and matched")
-    p.add_argument("--b", "--base-samples", dest="base_samples", type=int, default=320, help="number of anchors")
-    p.add_argument("--q", "--query-samples", dest="query_samples", type=int, default=500, help="number of queries")
+    p = ArgumentParser(prog="run.py", description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("--m", "--method", dest="method", nargs="+", default=["linear"], choices=sorted(METHODS),
+                   metavar="METHOD", help=f"one or more of: {', '.join(METHODS)}")
+    p.add_argument("--b", "--base-samples", dest="base_samples", type=int, default=320,
+                   help="number of anchors (--task classes/classify: anchor classes)")
+    p.add_argument("--q", "--query-samples", dest="query_samples", type=int, default=500,
+                   help="number of queries (captions task; the class tasks query every other class)")
     p.add_argument("--c", "--clustering-mode", dest="clustering_mode", type=int, default=0, choices=(0, 1, 2),
                    help="0: random anchors; 1: anchors from the source side's k-means clusters; 2: the target's")
-    p.add_argument("--vid_model", "--vision-model", dest="vid_model", default="dinov2", help="vision model name")
-    p.add_argument("--text_model", "--text-model", dest="text_model", default="allroberta", help="text model name")
+    p.add_argument("--vid_model", "--vision-model", dest="vid_model", nargs="+", default=["dinov2"],
+                   metavar="MODEL", help="vision model(s) of the _img files ([random:]NAME[@LAYER])")
+    p.add_argument("--text_model", "--text-model", dest="text_model", nargs="+", default=["allroberta"],
+                   metavar="MODEL", help="text model(s) of the _text files")
+    p.add_argument("--source", nargs="+", default=None, metavar="SIDE",
+                   help="source side(s) MODEL:img|text[:LANG] (with --target; replaces the paper's model flags)")
+    p.add_argument("--target", nargs="+", default=None, metavar="SIDE", help="target side(s), as --source")
+    p.add_argument("--task", default="captions", choices=tuple(TASKS),
+                   help="captions: pairs by image id; classes: class prototypes vs class names; classify: "
+                        "k-means clusters of the query images vs class names (--b anchor classes, drawn per "
+                        "--seeds; --q and --base-seed do not apply)")
     p.add_argument("--base_data", "--base-data", dest="base_data", default="coco", help="dataset of the anchors")
     p.add_argument("--query_data", "--query-data", dest="query_data", default="nocaps",
                    help="dataset of the queries")
@@ -42,6 +71,8 @@ def build_parser():
     add_device_args(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="query seeds (the paper's seed2)")
     p.add_argument("--base-seed", type=int, default=0, help="anchor seed (the paper's fixed seed1)")
+    p.add_argument("--permutations", type=int, default=0,
+                   help="also report each alignment metric's mean over N shuffled pairings and a z-score")
     p.add_argument("--restarts", type=int, default=500, help="qap: most FAQ restarts")
     p.add_argument("--qap-solver", choices=SOLVERS, default="fast",
                    help="qap: fast (batched, src/qap.py) or scipy (the paper's loop)")
@@ -52,64 +83,92 @@ def build_parser():
     p.add_argument("--qap-polish", action="store_true",
                    help="qap, fast solver: pair-swap local search on the best permutation (a higher objective)")
     p.add_argument("--data-dir", default="data", help="where the embeddings and cluster files are")
-    p.add_argument("--results-dir", default="results", help="averaged CSVs and summary.csv")
+    p.add_argument("--results-dir", default="results", help="averaged CSVs, summary.csv, table.csv, figures")
     p.add_argument("--seedwise-dir", default="seedwise", help="per-seed CSVs")
+    p.add_argument("--report", action="store_true",
+                   help="only make results/table.csv and results/figure1.png from the CSVs in --results-dir")
+    p.add_argument("--x", default="kernel_cka", choices=tuple(METRICS), help="the figure's x-axis metric")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
-    p.add_argument("--demo", action="store_true",
-                   help="every method on the bundled flickr1k demo embeddings (overrides the data flags)")
+    p.add_argument("--demo", nargs="?", const="figure1", choices=tuple(DEMOS), default=None,
+                   help="the bundled flickr1k demo: figure1 (6 model pairs) or depth (Lite0 across depth)")
     return p
 
 
-def config_from_args(args, **overrides):
-    if args.restarts < 1:
-        raise UsageError(f"--restarts {args.restarts}: must be at least 1")
-    values = dict(method=args.method, base_samples=args.base_samples, query_samples=args.query_samples,
-                  clustering_mode=args.clustering_mode, vid_model=args.vid_model, text_model=args.text_model,
-                  base_data=args.base_data, query_data=args.query_data, stretch=args.stretch, vtl=args.vtl,
-                  seeds=tuple(args.seeds), base_seed=args.base_seed, restarts=args.restarts,
-                  qap_solver=args.qap_solver, qap_init=args.qap_init,
-                  qap_patience=args.qap_patience or None, qap_polish=args.qap_polish, data_dir=args.data_dir,
-                  results_dir=args.results_dir, seedwise_dir=args.seedwise_dir)
-    values.update(overrides)
-    return Config(**values)
+def configs_from_args(args):
+    """The cross product of methods x sides (or the paper's models) as configurations."""
+    if args.qap_patience < 0:
+        raise UsageError(f"--qap-patience {args.qap_patience}: must be 0 (never stop early) or more")
+    common = dict(base_samples=args.base_samples, query_samples=args.query_samples,
+                  clustering_mode=args.clustering_mode, base_data=args.base_data, query_data=args.query_data,
+                  stretch=args.stretch, seeds=tuple(args.seeds), base_seed=args.base_seed, restarts=args.restarts,
+                  qap_solver=args.qap_solver, qap_init=args.qap_init, qap_patience=args.qap_patience or None,
+                  qap_polish=args.qap_polish, task=args.task, permutations=args.permutations,
+                  data_dir=args.data_dir, results_dir=args.results_dir, seedwise_dir=args.seedwise_dir)
+    methods, vid_models, text_models = args.method, args.vid_model, args.text_model
+    if args.demo:
+        demo = DEMOS[args.demo]
+        methods, vid_models, text_models = demo["methods"], demo["vid_models"], demo["text_models"]
+        common.update(DEMO_DATA)
+    if (args.source is None) != (args.target is None):
+        raise UsageError("--source and --target go together (or use the paper's --text_model / --vid_model)")
+    if args.source is not None and not args.demo:
+        if args.vtl:
+            raise UsageError("-vtl swaps the paper's model flags; with --source / --target name the sides directly")
+        return [Config(method=m, source=s, target=t, **common)
+                for s, t, m in itertools.product(args.source, args.target, dict.fromkeys(methods))]
+    return [Config.paper(tm, vm, args.vtl, method=m, **common)
+            for vm, tm, m in itertools.product(dict.fromkeys(vid_models), dict.fromkeys(text_models),
+                                               dict.fromkeys(methods))]
 
 
 def _fmt(v):
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def print_table(avgs, paths):
+def print_table(avgs):
     cols = ["method", "linear_cka", "kernel_cka", "matching_acc", "top_1", "top_5", "top_10", "seconds"]
-    table = [cols] + [[_fmt(a[c]) for c in cols] for a in avgs]
+    if any(a.get("image_acc", "") != "" for a in avgs):
+        cols.insert(4, "image_acc")
+    table = [cols] + [[_fmt(a.get(c, "")) for c in cols] for a in avgs]
     widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
     for r in table:
         print("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))))
-    print()
-    for p in paths:
-        print(f"wrote {p['seedwise']}\nwrote {p['results']}")
-    if paths:
-        print(f"appended to {paths[-1]['summary']}")
 
 
 def main(argv=None):
     def body(args):
+        if args.report:
+            from src import report  # matplotlib only when a report is made
+            rows = report.read_results(args.results_dir)
+            if not rows:
+                raise UsageError(f"{args.results_dir} holds no result CSVs: run some configurations first")
+            _, _, text = report.write_report(rows, args.results_dir, x=args.x)
+            print(text)
+            return 0
+        configs = configs_from_args(args)
         device = resolve_device(args.device, args.gpu)
-        if args.demo:
-            # cos needs one shared space; the demo's two encoders have 1280 and 384 dimensions
-            configs = [config_from_args(args, method=m, **DEMO) for m, spec in METHODS.items()
-                       if not spec.same_space]
+        groups = prepare(configs)  # every check before any computation or writing
+        avgs, written = [], []
+        for group in groups:
+            for cfg, rows, avg in run_group(group, device, progress=not args.quiet):
+                paths = write_outputs(cfg, rows, avg)
+                avgs.append(avg)
+                written += [f"wrote {paths['seedwise']}", f"wrote {paths['results']}"]
+        if len(groups) > 1:
+            from src import report
+            figure = DEMOS[args.demo]["figure"] if args.demo else "figure1.png"
+            table_path, figure_path, text = report.write_report(avgs, args.results_dir, x=args.x,
+                                                                figure_name=figure)
+            print(text)
+            written += [f"wrote {table_path}", f"wrote {figure_path}"]
         else:
-            configs = [config_from_args(args)]
-        inputs = load_inputs(configs[0])  # every check before any computation or writing
-        avgs, paths = [], []
-        for cfg in configs:
-            rows, avg = run(cfg, inputs, device, progress=not args.quiet)
-            paths.append(write_outputs(cfg, rows, avg))
-            avgs.append(avg)
-        print_table(avgs, paths)
+            print_table(avgs)
+        print()
+        print("\n".join(written))
+        print(f"appended {len(avgs)} row(s) to {configs[0].output_paths()['summary']}")
         if args.demo:
-            q = configs[0].query_samples
-            print("\n" + DEMO_NOTE.format(q=q, b=configs[0].base_samples, chance=1 / q))
+            q = DEMO_DATA["query_samples"]
+            print("\n" + DEMO_NOTE.format(q=q, b=DEMO_DATA["base_samples"], chance=1 / q))
         return 0
 
     return run_main(build_parser(), argv, body)

@@ -4,6 +4,7 @@
 the paper's files); beside it ``..._{img|text}.json`` says which model, pooling, dataset and image ids
 (in row order) produced it. Cluster picks go to ``{dataset}_{model}_{img|text}_cluster.pt`` (1-D int64).
 """
+import hashlib
 import json
 import os
 import tempfile
@@ -12,30 +13,45 @@ from pathlib import Path
 import torch
 
 from .errors import DataError
+from .names import file_tag
 
 MODALITIES = ("img", "text")
 
 
 def embedding_path(data_dir, dataset, model, modality):
+    """``{data_dir}/{dataset}_{file_tag(model)}_{modality}.pt``: the one place a file name is built from a
+    model name (``model`` is the name as the user writes it, e.g. ``hf:org/x@encoder.layer.6``)."""
     assert modality in MODALITIES, modality
-    return Path(data_dir) / f"{dataset}_{model}_{modality}.pt"
+    return Path(data_dir) / f"{dataset}_{file_tag(model)}_{modality}.pt"
 
 
 def cluster_path(data_dir, dataset, model, modality):
     assert modality in MODALITIES, modality
-    return Path(data_dir) / f"{dataset}_{model}_{modality}_cluster.pt"
+    return Path(data_dir) / f"{dataset}_{file_tag(model)}_{modality}_cluster.pt"
 
 
 def sidecar_path(path):
     return Path(path).with_suffix(".json")
 
 
-def get_embeds_command(dataset, model):
-    return f"python get_embeds.py --m {model} --d {dataset}"
+def get_embeds_command(dataset, model, path=None):
+    """The command that writes an embeddings file; ``path``: the file, when it exists but is unusable."""
+    cmd = f"python get_embeds.py --m {model} --d {dataset}"
+    if dataset not in ("coco", "nocaps"):
+        cmd += " --images DIR --captions FILE"
+    if path is not None and Path(path).exists():
+        cmd += " --overwrite"
+    return cmd
 
 
 def cluster_command(dataset, model, modality, n_clusters):
     return f"python cluster.py --m {model} --d {dataset} --nc {n_clusters}" + (" -t" if modality == "text" else "")
+
+
+def tensor_digest(tensor):
+    """sha1 of a tensor's bytes: ties a cluster file to the exact embeddings it was made from."""
+    t = tensor.detach().cpu().contiguous()
+    return hashlib.sha1(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"").hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -113,6 +129,8 @@ def load_embeddings(path, fix=None):
         what = f"a {obj.ndim}-D {obj.dtype} tensor" if isinstance(obj, torch.Tensor) else type(obj).__name__
         raise DataError(f"{path} holds {what}, not an N x D float tensor of embeddings"
                         + (f"; {fix}" if fix else ""))
+    if obj.dtype in (torch.float16, torch.bfloat16):
+        obj = obj.float()  # the math needs float32 or float64; half-precision files are valid input
     bad = ~torch.isfinite(obj).all(dim=1)
     if bad.any():
         rows = torch.nonzero(bad).flatten().tolist()
@@ -134,21 +152,7 @@ def load_cluster(path, n_rows, fix=None):
     if obj.numel() and (obj.min() < 0 or obj.max() >= n_rows):
         raise DataError(f"{path} holds row indices outside 0..{n_rows - 1} of its embeddings; "
                         + (fix or "re-run cluster.py"))
+    if obj.unique().numel() != obj.numel():
+        raise DataError(f"{path} lists {obj.numel() - obj.unique().numel()} row index(es) more than once "
+                        f"(repeated anchors inflate CKA); " + (fix or "re-run cluster.py"))
     return obj
-
-
-def check_pair(path_a, meta_a, path_b, meta_b):
-    """Refuse two embedding files whose sidecars show different images or a different row order."""
-    if meta_a is None or meta_b is None:
-        return  # plain tensors such as the paper's: rows are paired by position
-    ids_a, ids_b = meta_a.get("image_ids"), meta_b.get("image_ids")
-    if ids_a is None or ids_b is None or ids_a == ids_b:
-        return
-    if sorted(map(str, ids_a)) == sorted(map(str, ids_b)):
-        problem = "the same images in a different row order"
-    else:
-        only_a = len(set(map(str, ids_a)) - set(map(str, ids_b)))
-        only_b = len(set(map(str, ids_b)) - set(map(str, ids_a)))
-        problem = f"different images ({only_a} only in the first, {only_b} only in the second)"
-    raise DataError(f"{path_a} and {path_b} cannot be paired row by row: their sidecars show {problem}. "
-                    f"Re-extract both with the same get_embeds.py dataset flags (and --skip-missing for both)")

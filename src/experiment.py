@@ -1,30 +1,32 @@
-"""The experiment of run.py: method registry, inputs, the seed loop, CSV rows and files.
+"""The experiment of run.py: method registry, configurations, the seed loop, CSV rows and files.
 
-One run = one method on one (text model, vision model, base data, query data) configuration over several
-query seeds. Per seed: anchors and queries (``get_data_sep``), the method's Q x Q graph, retrieval
-top-1/5/10 (-1 for qap, as the paper), matching accuracy, and linear / kernel CKA of the paired
-anchors + queries (the x-axis of the paper's Figure 1).
+A configuration is one method on one pair of sides (source, target), one task and one (base data, query
+data). Configurations that differ only by method form a group: their sides are loaded once, and per seed
+the anchors and queries are drawn once and the alignment metrics (``src/metrics.py``) computed once;
+then each method builds its Q x Q graph, retrieval top-1/5/10 (-1 for qap, as the paper) and matching
+accuracy. Every configuration writes its own CSVs, as the paper's run.py did.
 """
 import fcntl
 import hashlib
 import io
 import json
 import logging
+import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
 import pandas as pd
 import torch
-from scipy.optimize import linear_sum_assignment
 
-from . import qap as fastqap
-from . import utils
+from . import matching, metrics, utils
+from .embeddings import atomic_write_text
 from .errors import DataError, UsageError
-from .embeddings import (atomic_write_text, check_pair, cluster_command, cluster_path, embedding_path,
-                         get_embeds_command, load_cluster, load_embeddings, load_sidecar)
+from .names import Side, file_tag, parse_side
+from .sides import load_side
+from .tasks import TASKS
 
 _logger = logging.getLogger(__name__)
 
@@ -32,9 +34,21 @@ _logger = logging.getLogger(__name__)
 PAPER_COLUMNS = ["Base data", "Query data", "Source model", "Target model", "method", "base_samples",
                  "query_samples", "clustering_mode", "stretch"]
 METRIC_COLUMNS = ["matching_acc", "top_1", "top_5", "top_10"]
-NEW_COLUMNS = ["linear_cka", "kernel_cka", "restarts", "device", "seconds", "created", "config", "objective"]
-SEEDWISE_COLUMNS = PAPER_COLUMNS + ["seed1", "seed2"] + METRIC_COLUMNS + NEW_COLUMNS
-RESULT_COLUMNS = PAPER_COLUMNS + METRIC_COLUMNS + NEW_COLUMNS
+RUN_COLUMNS = ["image_acc", "restarts", "device", "seconds", "created", "config", "objective"]
+SIDE_COLUMNS = ["task", "source_side", "target_side", "source_modality", "source_lang", "target_modality",
+                "target_lang", "data_dir"]
+
+
+def seedwise_columns(permutations=0):
+    return (PAPER_COLUMNS + ["seed1", "seed2"] + METRIC_COLUMNS + metrics.metric_columns(permutations)
+            + RUN_COLUMNS + SIDE_COLUMNS)
+
+
+def result_columns(permutations=0):
+    return PAPER_COLUMNS + METRIC_COLUMNS + metrics.metric_columns(permutations) + RUN_COLUMNS + SIDE_COLUMNS
+
+
+SEEDWISE_COLUMNS, RESULT_COLUMNS = seedwise_columns(), result_columns()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -51,39 +65,19 @@ class Method:
 
 
 def _hungarian(sb, tb, sq, tq, graph, device, options):
-    return utils.linear_matching(sb, tb, sq, tq, graph, device), {}
+    acc, assignment = matching.hungarian(graph)
+    return acc, {"assignment": assignment}
 
 
 def _no_retrieval(graph):
     return -1, -1, -1
 
 
-WARM_GRAPHS = {"relative": utils.relative_baseline, "linear_local_CKA": utils.linear_local_CKA,
-               "kernel_local_CKA": utils.kernel_local_CKA}
-QAP_INITS = ("randomized", "barycenter") + tuple(WARM_GRAPHS)
-
-
 def _qap(sb, tb, sq, tq, graph, device, options):
-    """Seeded graph matching: the paper's scipy FAQ, or the batched solver of src/qap.py."""
-    restarts, seed, init = options["restarts"], options["seed"], options["qap_init"]
-    progress = options.get("progress", True)
-    if options["qap_solver"] == "scipy":
-        return utils.qap_matching(sb, tb, sq, tq, None, device, restarts=restarts, seed=seed,
-                                  progress=progress, return_info=True)
-    A, B, shuffle, n_base = utils.qap_inputs(sb, tb, sq, tq, device)
-    warm, kind = None, init
-    if init in WARM_GRAPHS:
-        # one Hungarian assignment on the cheap graph, in the shuffled target order the problem uses
-        g = WARM_GRAPHS[init](sb, tb, sq, tq, device).detach().cpu().double()
-        warm = linear_sum_assignment(g[:, shuffle].numpy(), maximize=True)[1]
-        kind = "warm"
-    res = fastqap.seeded_qap(A.double(), B.double(), n_base, restarts=restarts, init=kind, warm=warm,
-                             seed=seed, patience=options.get("qap_patience"))
-    col_ind, objective = res.col_ind, res.objective
-    if options.get("qap_polish"):
-        col_ind, objective, _ = fastqap.two_opt(A, B, n_base, col_ind)
-    acc = utils.qap_accuracy(col_ind, shuffle.numpy(), n_base)
-    return acc, {"objective": objective, "restarts": res.restarts}
+    return matching.qap(sb, tb, sq, tq, device, restarts=options["restarts"], seed=options["seed"],
+                        solver=options["qap_solver"], init=options["qap_init"],
+                        patience=options["qap_patience"], polish=options["qap_polish"],
+                        progress=options["progress"])
 
 
 METHODS = {
@@ -107,18 +101,17 @@ METHODS = {
 # Configuration and names
 # ----------------------------------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
-    method: str = "linear"
+    method: str
+    source: Side
+    target: Side
     base_samples: int = 320
     query_samples: int = 500
     clustering_mode: int = 0
-    vid_model: str = "dinov2"
-    text_model: str = "allroberta"
     base_data: str = "coco"
     query_data: str = "nocaps"
     stretch: bool = False
-    vtl: bool = False
     seeds: tuple = (0, 1, 2)
     base_seed: int = 0
     restarts: int = 500
@@ -126,37 +119,75 @@ class Config:
     qap_init: str = "randomized"
     qap_patience: Optional[int] = 10
     qap_polish: bool = False
+    task: str = "captions"
+    permutations: int = 0
     data_dir: str = "data"
     results_dir: str = "results"
     seedwise_dir: str = "seedwise"
 
-    # what changes the numbers (paths and the device do not)
-    _identity = ("method", "base_samples", "query_samples", "clustering_mode", "vid_model", "text_model",
-                 "base_data", "query_data", "stretch", "vtl", "seeds", "base_seed")
-    _qap_identity = ("restarts", "qap_solver", "qap_init", "qap_patience", "qap_polish")
+    def __post_init__(self):
+        object.__setattr__(self, "source", parse_side(self.source))
+        object.__setattr__(self, "target", parse_side(self.target))
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+
+    @classmethod
+    def paper(cls, text_model, vid_model, vtl=False, **kw):
+        """The paper's flags as two sides: source {text_model}:text, target {vid_model}:img, -vtl swaps."""
+        text, img = Side(text_model, "text"), Side(vid_model, "img")
+        return cls(source=img if vtl else text, target=text if vtl else img, **kw)
 
     @property
-    def source_model(self):
-        return self.vid_model if self.vtl else self.text_model
+    def paper_style(self):
+        """Captions against images with no language: the paper's setting, named as the paper's code did."""
+        return (self.task == "captions" and not self.source.lang and not self.target.lang
+                and {self.source.modality, self.target.modality} == {"text", "img"})
 
     @property
-    def target_model(self):
-        return self.text_model if self.vtl else self.vid_model
+    def vtl(self):
+        return self.paper_style and self.source.modality == "img"
 
     def identity(self):
-        keys = self._identity + (self._qap_identity if self.method == "qap" else ())
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keys}
+        """What changes the numbers (paths other than the data folder, and the device, do not). Paper-style
+        runs hash exactly the keys they always did, so their file names stay the same."""
+        ident = {k: v for k, v in asdict(self).items() if k in (
+            "method", "base_samples", "query_samples", "clustering_mode", "base_data", "query_data", "stretch",
+            "seeds", "base_seed")}
+        ident["seeds"] = list(self.seeds)
+        if self.paper_style:
+            text, img = (self.target, self.source) if self.vtl else (self.source, self.target)
+            ident.update(vid_model=img.model, text_model=text.model, vtl=self.vtl)
+        else:
+            ident.update(source=self.source.text, target=self.target.text, task=self.task)
+        if self.permutations:
+            ident["permutations"] = self.permutations
+        if os.path.normpath(self.data_dir) != "data":
+            ident["data_dir"] = os.path.abspath(self.data_dir)
+        if self.method == "qap":
+            ident.update(restarts=self.restarts, qap_solver=self.qap_solver, qap_init=self.qap_init,
+                         qap_patience=self.qap_patience, qap_polish=self.qap_polish)
+        return ident
 
     def config_hash(self):
         return hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
 
+    def _side_part(self, side):
+        if self.paper_style:
+            return file_tag(side.model)
+        return ".".join([file_tag(side.model), side.modality] + ([side.lang] if side.lang else []))
+
     def name(self):
         """A file name a reader recognises; the hash keeps two different configurations apart."""
-        parts = [self.base_data, self.query_data, self.source_model, self.target_model, self.method,
-                 f"b{self.base_samples}", f"q{self.query_samples}", f"c{self.clustering_mode}"]
+        parts = [self.base_data, self.query_data, self._side_part(self.source), self._side_part(self.target),
+                 self.method, f"b{self.base_samples}", f"q{self.query_samples}", f"c{self.clustering_mode}"]
         parts += ["str"] if self.stretch else []
         parts += ["vtl"] if self.vtl else []
+        parts += [self.task] if self.task != "captions" else []
         return "_".join(map(str, parts + [self.config_hash()]))
+
+    def group_key(self):
+        """Everything but the method: configurations with one key share loading, draws and metrics."""
+        return replace(self, method="", restarts=0, qap_solver="", qap_init="", qap_patience=None,
+                       qap_polish=False)
 
     def output_paths(self):
         return {"seedwise": Path(self.seedwise_dir) / f"{self.name()}.csv",
@@ -164,146 +195,156 @@ class Config:
                 "summary": Path(self.results_dir) / "summary.csv"}
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Inputs: the four embedding files (two when base and query are one dataset), checked
-# ----------------------------------------------------------------------------------------------------------
-
-@dataclass
-class Inputs:
-    source_base: torch.Tensor
-    target_base: torch.Tensor
-    source_query: torch.Tensor
-    target_query: torch.Tensor
-    source_cluster: Optional[torch.Tensor] = None
-    target_cluster: Optional[torch.Tensor] = None
-
-
-def _load_dataset(data_dir, dataset, text_model, vid_model):
-    """(text, img) embeddings of one dataset, rows paired and checked."""
-    loaded = {}
-    for modality, model in (("text", text_model), ("img", vid_model)):
-        path = embedding_path(data_dir, dataset, model, modality)
-        fix = f"make it with: {get_embeds_command(dataset, model)}"
-        loaded[modality] = (path, load_embeddings(path, fix), load_sidecar(path))
-    (tp, text, tmeta), (ip, img, imeta) = loaded["text"], loaded["img"]
-    if text.shape[0] != img.shape[0]:
-        raise DataError(f"{tp} has {text.shape[0]} rows but {ip} has {img.shape[0]}: text and image "
-                        f"embeddings must pair row by row; re-extract both over the same images")
-    check_pair(tp, tmeta, ip, imeta)
-    return text, img
-
-
-def load_inputs(cfg: Config) -> Inputs:
-    """Load and check everything run.py needs before any computation or writing."""
+def check_config(cfg: Config):
+    """Flag checks that need no file."""
+    if cfg.task not in TASKS:
+        raise UsageError(f"--task {cfg.task}: use one of {', '.join(TASKS)}")
     if cfg.clustering_mode not in (0, 1, 2):
-        raise UsageError(f"--c {cfg.clustering_mode}: use 0 (random anchors), 1 (source clusters) or 2 (target clusters)")
+        raise UsageError(f"--c {cfg.clustering_mode}: use 0 (random anchors), 1 (source clusters) or 2 "
+                         f"(target clusters)")
     for flag, v in (("--b", cfg.base_samples), ("--q", cfg.query_samples)):
         if v < 1:
             raise UsageError(f"{flag} {v}: must be at least 1")
-    if cfg.method == "qap" and cfg.qap_solver == "scipy":
-        if cfg.qap_init != "randomized":
-            raise UsageError(f"--qap-init {cfg.qap_init} needs --qap-solver fast "
-                             f"(scipy runs the paper's randomized starts)")
-        if cfg.qap_polish:
-            raise UsageError("--qap-polish needs --qap-solver fast")
-    same = cfg.base_data == cfg.query_data
-    base_text, base_img = _load_dataset(cfg.data_dir, cfg.base_data, cfg.text_model, cfg.vid_model)
-    if same:
-        query_text, query_img = base_text, base_img
-    else:
-        query_text, query_img = _load_dataset(cfg.data_dir, cfg.query_data, cfg.text_model, cfg.vid_model)
+    if cfg.permutations < 0:
+        raise UsageError(f"--permutations {cfg.permutations}: must be 0 or more")
+    if cfg.task != "captions" and (cfg.clustering_mode or cfg.stretch):
+        raise UsageError(f"--task {cfg.task} draws anchor classes by seed: --c and -str apply to captions runs")
+    if cfg.method == "kernel_local_CKA" and cfg.base_samples < 2:
+        raise UsageError("--m kernel_local_CKA needs at least 2 anchors (its RBF bandwidth is the median "
+                         "distance within [query; anchors]): raise --b")
+    if cfg.method == "qap":
+        matching.check_qap_options(restarts=cfg.restarts, solver=cfg.qap_solver, init=cfg.qap_init,
+                                   patience=cfg.qap_patience, polish=cfg.qap_polish)
 
-    n_base, n_query = base_text.shape[0], query_text.shape[0]
-    if same and cfg.base_samples + cfg.query_samples > n_base:
-        raise DataError(f"{cfg.base_samples} anchors + {cfg.query_samples} queries = "
-                        f"{cfg.base_samples + cfg.query_samples} rows, but {cfg.base_data} has only {n_base}; "
-                        f"lower --b or --q")
-    if not same and cfg.base_samples > n_base:
-        raise DataError(f"{cfg.base_samples} anchors, but {cfg.base_data} has only {n_base} rows; lower --b")
-    if not same and cfg.query_samples > n_query:
-        raise DataError(f"{cfg.query_samples} queries, but {cfg.query_data} has only {n_query} rows; lower --q")
 
-    if METHODS[cfg.method].same_space and base_text.shape[1] != base_img.shape[1]:
-        raise DataError(f"--m {cfg.method} compares the two spaces directly, but {cfg.text_model} gives "
-                        f"{base_text.shape[1]} dimensions and {cfg.vid_model} {base_img.shape[1]}; use it with "
-                        f"one shared space (e.g. --vid_model clip --text_model clip) or another method")
+def check_output_dirs(*dirs):
+    """The output folders must be folders we can write, found out before any computation (and before
+    any of them is created)."""
+    dirs = [Path(d) for d in dirs]
+    for d in dirs:
+        if d.exists() and not d.is_dir():
+            raise UsageError(f"{d} is a file, not a folder: remove it or pass another output folder")
+        summary = d / "summary.csv"
+        if summary.exists() and not summary.is_file():
+            raise DataError(f"{summary} is not a file: remove it or pass another --results-dir")
+    for d in dirs:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"cannot create the output folder {d} ({e.strerror}); pass another folder")
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise DataError(f"cannot write in {d} (permission denied); pass another output folder")
 
-    # source = text, target = image (-vtl swaps the roles)
-    if cfg.vtl:
-        inputs = Inputs(base_img, base_text, query_img, query_text)
-    else:
-        inputs = Inputs(base_text, base_img, query_text, query_img)
 
-    if cfg.clustering_mode in (1, 2):
-        # the paper's code read both cluster files always; only the one used is needed
-        use_source = cfg.clustering_mode == 1
-        text_side = use_source != cfg.vtl
-        model, modality = (cfg.text_model, "text") if text_side else (cfg.vid_model, "img")
-        path = cluster_path(cfg.data_dir, cfg.base_data, model, modality)
-        fix = f"make it with: {cluster_command(cfg.base_data, model, modality, cfg.base_samples)}"
-        picks = load_cluster(path, n_base, fix)
-        if same and n_base - cfg.base_samples < cfg.query_samples:
-            raise DataError(f"{n_base} rows cannot hold {cfg.base_samples} anchors + {cfg.query_samples} queries")
-        if picks.numel() > cfg.base_samples:
-            raise DataError(f"{path} holds {picks.numel()} anchors, more than --b {cfg.base_samples}; "
-                            f"re-run: {cluster_command(cfg.base_data, model, modality, cfg.base_samples)}")
-        if picks.numel() != cfg.base_samples:
-            _logger.warning("%s holds %d distinct anchors (k-means centres that share a nearest row are "
-                            "merged, as in the paper); --b %d is kept in the CSV", path, picks.numel(),
-                            cfg.base_samples)
-        if use_source:
-            inputs.source_cluster = picks
-        else:
-            inputs.target_cluster = picks
-    return inputs
+# ----------------------------------------------------------------------------------------------------------
+# Groups: loaded once, checked before any computation
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Group:
+    configs: list
+    state: dict = field(default_factory=dict)
+
+    @property
+    def first(self):
+        return self.configs[0]
+
+
+class SideCache:
+    """Every side file is read once per process, however many configurations use it."""
+
+    def __init__(self, data_dir):
+        self.data_dir, self.loaded = data_dir, {}
+
+    def __call__(self, dataset, side):
+        key = (dataset, side)
+        if key not in self.loaded:
+            self.loaded[key] = load_side(self.data_dir, dataset, side)
+        return self.loaded[key]
+
+
+def prepare(configs):
+    """Group the configurations, load and check every input. Raises before any computation."""
+    for cfg in configs:
+        check_config(cfg)
+    check_output_dirs(*{d for c in configs for d in (c.results_dir, c.seedwise_dir)})
+    caches, groups = {}, {}
+    for cfg in configs:
+        groups.setdefault(cfg.group_key(), Group([])).configs.append(cfg)
+    for key, group in groups.items():
+        cfg = group.first
+        load = caches.setdefault(cfg.data_dir, SideCache(cfg.data_dir))
+        group.state = TASKS[cfg.task].prepare(cfg, load)
+        same_space = [c.method for c in group.configs if METHODS[c.method].same_space]
+        pools = group.state.get("pools")
+        if same_space and pools is not None and pools[0].shape[1] != pools[1].shape[1]:
+            raise DataError(f"--m {same_space[0]} compares the two spaces directly, but {cfg.source} gives "
+                            f"{pools[0].shape[1]} dimensions and {cfg.target} {pools[1].shape[1]}; use it with "
+                            f"one shared space (e.g. --vid_model clip --text_model clip) or another method")
+    return list(groups.values())
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The seed loop
 # ----------------------------------------------------------------------------------------------------------
 
-def run(cfg: Config, inputs: Inputs, device, progress=True):
-    """Run every seed. Returns (seedwise rows, averaged row), as dicts keyed by the CSV columns."""
-    method = METHODS[cfg.method]
-    same = cfg.base_data == cfg.query_data
-    data = [t.to(device) for t in (inputs.source_base, inputs.target_base, inputs.source_query, inputs.target_query)]
+def _common(cfg):
+    return {"Base data": cfg.base_data, "Query data": cfg.query_data, "Source model": cfg.source.model,
+            "Target model": cfg.target.model, "method": cfg.method, "base_samples": cfg.base_samples,
+            "query_samples": cfg.query_samples, "clustering_mode": cfg.clustering_mode, "stretch": cfg.stretch,
+            "task": cfg.task, "source_side": cfg.source.text, "target_side": cfg.target.text,
+            "source_modality": cfg.source.modality, "source_lang": cfg.source.lang or "",
+            "target_modality": cfg.target.modality, "target_lang": cfg.target.lang or "",
+            "data_dir": cfg.data_dir}
+
+
+def alignment(draw, permutations=0, seed=0):
+    """The registry's metrics of the paired anchors + queries (float64, CPU), with permutation nulls."""
+    X = torch.cat([draw.sb, draw.sq]).detach().cpu().double()
+    Y = torch.cat([draw.tb, draw.tq]).detach().cpu().double()
+    values = metrics.measure_all(X, Y)
+    if permutations:
+        for name, (mean, std, z) in metrics.permutation_null(X, Y, permutations, seed=seed).items():
+            values[f"{name}_null"], values[f"{name}_z"] = mean, z
+    return values
+
+
+def run_group(group: Group, device, progress=True):
+    """Every seed of a group, every method per seed. Returns [(cfg, seedwise rows, averaged row)]."""
+    cfg0 = group.first
+    task = TASKS[cfg0.task]
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    options = {"restarts": cfg.restarts, "qap_solver": cfg.qap_solver, "qap_init": cfg.qap_init,
-               "qap_patience": cfg.qap_patience, "qap_polish": cfg.qap_polish, "progress": progress}
-    common = {"Base data": cfg.base_data, "Query data": cfg.query_data, "Source model": cfg.source_model,
-              "Target model": cfg.target_model, "method": cfg.method, "base_samples": cfg.base_samples,
-              "query_samples": cfg.query_samples, "clustering_mode": cfg.clustering_mode,
-              "stretch": cfg.stretch}
-    rows = []
-    for seed2 in cfg.seeds:
-        t0 = time.perf_counter()
-        sb, tb, sq, tq = utils.get_data_sep(cfg.base_seed, seed2, cfg.base_samples, cfg.query_samples, *data,
-                                            inputs.source_cluster, inputs.target_cluster, cfg.clustering_mode,
-                                            same, cfg.stretch)
-        graph = method.graph(sb, tb, sq, tq, device) if method.graph is not None else None
-        top_1, top_5, top_10 = method.retrieval(graph)
-        acc, info = method.matching(sb, tb, sq, tq, graph, device, dict(options, seed=seed2))
-        seconds = time.perf_counter() - t0
-        X = torch.cat([sb, sq]).double()
-        Y = torch.cat([tb, tq]).double()
-        row = dict(common, seed1=cfg.base_seed, seed2=seed2, matching_acc=acc, top_1=top_1, top_5=top_5,
-                   top_10=top_10, linear_cka=float(utils.linear_CKA(X, Y)),
-                   kernel_cka=float(utils.kernel_CKA(X, Y)), restarts=info.get("restarts", ""),
-                   device=str(device), seconds=round(seconds, 3), created=created, config=cfg.config_hash(),
-                   objective=info.get("objective", ""))
-        _logger.info("seed %s: matching %.4f top1 %s top5 %s top10 %s (%.1f s)", seed2, acc, top_1, top_5,
-                     top_10, seconds)
-        rows.append(row)
-    return rows, average(rows)
+    rows = {cfg: [] for cfg in group.configs}
+    for seed2 in cfg0.seeds:
+        draw = task.draw(group.state, cfg0, seed2, device)
+        values = alignment(draw, cfg0.permutations, seed=seed2)
+        for cfg in group.configs:
+            method = METHODS[cfg.method]
+            options = {"restarts": cfg.restarts, "qap_solver": cfg.qap_solver, "qap_init": cfg.qap_init,
+                       "qap_patience": cfg.qap_patience, "qap_polish": cfg.qap_polish, "progress": progress,
+                       "seed": seed2}
+            t0 = time.perf_counter()
+            graph = method.graph(draw.sb, draw.tb, draw.sq, draw.tq, device) if method.graph is not None else None
+            top_1, top_5, top_10 = method.retrieval(graph)
+            acc, info = method.matching(draw.sb, draw.tb, draw.sq, draw.tq, graph, device, options)
+            seconds = time.perf_counter() - t0
+            extra = draw.score(info["assignment"]) if draw.score is not None else {}
+            row = dict(_common(cfg), seed1=cfg.base_seed if cfg.task == "captions" else "", seed2=seed2,
+                       matching_acc=acc, top_1=top_1, top_5=top_5, top_10=top_10, **values,
+                       image_acc=extra.get("image_acc", ""), restarts=info.get("restarts", ""),
+                       device=str(device), seconds=round(seconds, 3), created=created,
+                       config=cfg.config_hash(), objective=info.get("objective", ""))
+            _logger.info("%s %s -> %s seed %s: matching %.4f top1 %s (%.1f s)", cfg.method, cfg.source,
+                         cfg.target, seed2, acc, top_1, seconds)
+            rows[cfg].append(row)
+    return [(cfg, r, average(r, cfg.permutations)) for cfg, r in rows.items()]
 
 
-def average(rows):
-    """The paper's averaged row: metrics and CKA averaged over seeds, seconds summed."""
-    avg = {k: rows[0][k] for k in RESULT_COLUMNS if k in rows[0]}
-    for k in METRIC_COLUMNS + ["linear_cka", "kernel_cka"]:
-        avg[k] = sum(r[k] for r in rows) / len(rows)
-    for k in ("restarts", "objective"):
-        vals = [r[k] for r in rows if r[k] != ""]
+def average(rows, permutations=0):
+    """The paper's averaged row: metrics averaged over seeds, seconds summed."""
+    avg = {k: v for k, v in rows[0].items() if k not in ("seed1", "seed2")}
+    for k in METRIC_COLUMNS + metrics.metric_columns(permutations) + ["image_acc", "restarts", "objective"]:
+        vals = [r[k] for r in rows if r.get(k, "") != ""]
         avg[k] = sum(vals) / len(vals) if vals else ""
     avg["seconds"] = round(sum(r["seconds"] for r in rows), 3)
     return avg
@@ -319,24 +360,44 @@ def _csv_text(rows, columns, header=True):
     return buf.getvalue()
 
 
-def append_summary(path, row):
-    """Append one averaged row to summary.csv under an exclusive lock (shell loops finish at once)."""
+def append_summary(path, row, columns=None):
+    """Append one averaged row to summary.csv under an exclusive lock (shell loops finish at once).
+
+    When the row's columns differ from the file's header (a run that adds a column, an older file), the
+    file is rewritten with the union of the columns, so pandas can always read it. The lock is on a
+    separate file because the rewrite replaces summary.csv.
+    """
     path = Path(path)
+    columns = list(columns or row.keys())
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            f.seek(0, 2)
-            f.write(_csv_text([row], RESULT_COLUMNS, header=f.tell() == 0))
-            f.flush()
+            header = None
+            if path.is_file() and path.stat().st_size:
+                with open(path, encoding="utf-8") as f:
+                    header = f.readline().rstrip("\r\n")
+            if header is None:
+                atomic_write_text(path, _csv_text([row], columns))
+            elif header.split(",") == columns:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(_csv_text([row], columns, header=False))
+            else:
+                old = pd.read_csv(path, dtype=str, keep_default_na=False)
+                union = list(old.columns) + [c for c in columns if c not in old.columns]
+                new = pd.DataFrame([{c: row.get(c, "") for c in columns}]).astype(str)
+                merged = pd.concat([old, new], ignore_index=True).reindex(columns=union).fillna("")
+                buf = io.StringIO()
+                merged.to_csv(buf, index=False)
+                atomic_write_text(path, buf.getvalue())
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def write_outputs(cfg: Config, rows, avg):
     """seedwise/<name>.csv and results/<name>.csv (replaced atomically), one row appended to summary.csv."""
     paths = cfg.output_paths()
-    atomic_write_text(paths["seedwise"], _csv_text(rows, SEEDWISE_COLUMNS))
-    atomic_write_text(paths["results"], _csv_text([avg], RESULT_COLUMNS))
-    append_summary(paths["summary"], avg)
+    atomic_write_text(paths["seedwise"], _csv_text(rows, seedwise_columns(cfg.permutations)))
+    atomic_write_text(paths["results"], _csv_text([avg], result_columns(cfg.permutations)))
+    append_summary(paths["summary"], avg, result_columns(cfg.permutations))
     return paths

@@ -1,0 +1,126 @@
+"""Loading a side (one embeddings file) with what its sidecar knows, and pairing two sides by image id.
+
+A side is ``MODEL:MODALITY[:LANG]`` (``src/names.py``); ``load_side(data_dir, dataset, side)`` reads
+``data/{dataset}[-{lang}]_{file_tag(model)}_{modality}.pt`` once and checks it against its sidecar.
+Two caption sides are paired by image id: when they hold different images both are restricted to the
+ids they share, in ascending id order; files without sidecars pair by position and must have equal rows.
+"""
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .embeddings import (cluster_command, cluster_path, embedding_path, get_embeds_command, load_cluster,
+                         load_embeddings, load_sidecar, sidecar_path, tensor_digest)
+from .errors import DataError
+from .names import Side, parse_side
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedSide:
+    side: Side
+    dataset: str                   # the dataset name the file belongs to (language appended)
+    path: Path
+    rows: torch.Tensor             # N x D on the CPU, float32 or float64
+    meta: Optional[dict]           # the sidecar, None for plain tensors such as the paper's files
+
+    @property
+    def ids(self):
+        """Image ids in row order (captions data), or None when unknown."""
+        return None if self.meta is None else self.meta.get("image_ids")
+
+    @property
+    def classes(self):
+        return None if self.meta is None else self.meta.get("classes")
+
+    @property
+    def labels(self):
+        return None if self.meta is None else self.meta.get("labels")
+
+
+def side_path(data_dir, dataset, side):
+    side = parse_side(side)
+    return embedding_path(data_dir, side.dataset(dataset), side.model, side.modality)
+
+
+def load_side(data_dir, dataset, side) -> LoadedSide:
+    """Rows and sidecar of one side, checked: a readable finite N x D tensor whose row count agrees with
+    what its sidecar lists."""
+    side = parse_side(side)
+    name = side.dataset(dataset)
+    path = side_path(data_dir, dataset, side)
+    fix = f"make it with: {get_embeds_command(name, side.model, path)}"
+    rows = load_embeddings(path, fix)
+    meta = load_sidecar(path)
+    if meta is not None:
+        listed = meta.get("image_ids") if meta.get("image_ids") is not None else meta.get("labels")
+        n = len(listed) if listed is not None else meta.get("n")
+        if n is not None and n != rows.shape[0]:
+            raise DataError(f"{path} has {rows.shape[0]} rows but its sidecar {sidecar_path(path)} lists {n}: "
+                            f"the file was cut or replaced; {fix}")
+    return LoadedSide(side, name, path, rows, meta)
+
+
+def _id_key(i):
+    """Ids compare as strings (one sidecar may hold 7, the other "7"); numeric ids sort as numbers."""
+    s = str(i)
+    return (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s)
+
+
+def pair_rows(a: LoadedSide, b: LoadedSide):
+    """Rows of a and b paired by image id: (rows_a, rows_b, index_a, index_b), indices into the files.
+
+    Same ids in the same order (the usual case, and the paper's): rows as they are. Otherwise both are
+    restricted to the shared ids in ascending id order, with one log line. Without ids on both sides the
+    files pair by position and must have equal rows.
+    """
+    na, nb = a.rows.shape[0], b.rows.shape[0]
+    if a.ids is None or b.ids is None:
+        if na != nb:
+            raise DataError(f"{a.path} has {na} rows but {b.path} has {nb}: without sidecars (image ids) the "
+                            f"two files must pair row by row; re-extract both over the same images")
+        idx = torch.arange(na)
+        return a.rows, b.rows, idx, idx
+    ka, kb = [_id_key(i) for i in a.ids], [_id_key(i) for i in b.ids]
+    if ka == kb:
+        idx = torch.arange(na)
+        return a.rows, b.rows, idx, idx
+    pos_a, pos_b = {k: i for i, k in enumerate(ka)}, {k: i for i, k in enumerate(kb)}
+    for ids, pos, side in ((ka, pos_a, a), (kb, pos_b, b)):
+        if len(pos) != len(ids):
+            raise DataError(f"{side.path}: its sidecar lists an image id more than once; re-extract it")
+    shared = sorted(set(pos_a) & set(pos_b))
+    if not shared:
+        raise DataError(f"{a.path} and {b.path} share no image id: they were made from different images; "
+                        f"extract both from the same dataset")
+    _logger.info("pairing by image id: %d shared images; %s lost %d row(s), %s lost %d", len(shared),
+                 a.side, na - len(shared), b.side, nb - len(shared))
+    ia = torch.tensor([pos_a[k] for k in shared])
+    ib = torch.tensor([pos_b[k] for k in shared])
+    return a.rows[ia], b.rows[ib], ia, ib
+
+
+def load_side_cluster(data_dir, dataset, loaded: LoadedSide, n_clusters, keep: torch.Tensor):
+    """The cluster picks of a side (row indices into its file), re-indexed into the rows kept by pairing.
+
+    Refuses a cluster file made from other embeddings (its sidecar records their digest), repeated indices,
+    and picks whose rows pairing dropped.
+    """
+    side = loaded.side
+    path = cluster_path(data_dir, side.dataset(dataset), side.model, side.modality)
+    cmd = cluster_command(side.dataset(dataset), side.model, side.modality, n_clusters)
+    picks = load_cluster(path, loaded.rows.shape[0], f"make it with: {cmd}")
+    meta = load_sidecar(path)
+    if meta is not None and meta.get("digest") not in (None, tensor_digest(loaded.rows)):
+        raise DataError(f"{path} was made from other embeddings than {loaded.path} (they were re-extracted "
+                        f"since); re-run: {cmd}")
+    where = {int(r): i for i, r in enumerate(keep.tolist())}
+    lost = [int(p) for p in picks.tolist() if int(p) not in where]
+    if lost:
+        raise DataError(f"{path}: {len(lost)} anchor row(s) (first {lost[:5]}) are images the other side does "
+                        f"not have; use --c 0, or cluster the shared images only")
+    return torch.tensor([where[int(p)] for p in picks.tolist()], dtype=torch.int64)

@@ -1,0 +1,207 @@
+"""Tasks: how two loaded sides become paired pools, how each seed draws anchors and queries from them,
+and what a task scores beyond the paper's columns. After the draw every method runs unchanged.
+
+| task       | pairs                                               | anchors / queries per seed         |
+| captions   | rows of the same image id                           | the paper's get_data_sep           |
+| classes    | class prototype (mean image row) <-> class text     | legacy draw of b classes / the rest |
+| classify   | k-means centre of query images <-> class text       | as classes; centres for the queries |
+"""
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from . import utils
+from .errors import DataError, UsageError
+from .sides import load_side_cluster, pair_rows
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Draw:
+    """One seed's paired anchors (sb, tb) and queries (sq, tq): row i of sq pairs with row i of tq."""
+    sb: torch.Tensor
+    tb: torch.Tensor
+    sq: torch.Tensor
+    tq: torch.Tensor
+    score: Optional[callable] = None   # assignment (source query i -> target query j) -> extra columns
+    extra: dict = field(default_factory=dict)
+
+
+class Captions:
+    """The paper's task: captions and images (or any two sides) paired by image id."""
+    name = "captions"
+    uses_query_samples = True
+
+    def prepare(self, cfg, load):
+        base_s, base_t = load(cfg.base_data, cfg.source), load(cfg.base_data, cfg.target)
+        same = cfg.base_data == cfg.query_data
+        sb, tb, keep_s, keep_t = pair_rows(base_s, base_t)
+        if same:
+            sq, tq = sb, tb
+        else:
+            sq, tq, _, _ = pair_rows(load(cfg.query_data, cfg.source), load(cfg.query_data, cfg.target))
+        n_base, n_query = sb.shape[0], sq.shape[0]
+        b, q = cfg.base_samples, cfg.query_samples
+        if same and b + q > n_base:
+            raise DataError(f"{b} anchors + {q} queries = {b + q} rows, but {cfg.base_data} has only {n_base} "
+                            f"(paired) rows; lower --b or --q")
+        if not same and b > n_base:
+            raise DataError(f"{b} anchors, but {cfg.base_data} has only {n_base} rows; lower --b")
+        if not same and q > n_query:
+            raise DataError(f"{q} queries, but {cfg.query_data} has only {n_query} rows; lower --q")
+        clusters = {1: None, 2: None}
+        if cfg.clustering_mode in (1, 2):
+            # the paper's code read both cluster files always; only the one used is needed
+            loaded, keep = (base_s, keep_s) if cfg.clustering_mode == 1 else (base_t, keep_t)
+            picks = load_side_cluster(cfg.data_dir, cfg.base_data, loaded, b, keep)
+            if picks.numel() > b:
+                raise DataError(f"the cluster file of {loaded.side} holds {picks.numel()} anchors, more than "
+                                f"--b {b}; re-run cluster.py with --nc {b}")
+            if picks.numel() != b:
+                _logger.warning("the cluster file of %s holds %d distinct anchors (k-means centres that share "
+                                "a nearest row are merged, as in the paper); --b %d is kept in the CSV",
+                                loaded.side, picks.numel(), b)
+            clusters[cfg.clustering_mode] = picks
+        return dict(pools=(sb, tb, sq, tq), clusters=clusters, same=same)
+
+    def draw(self, state, cfg, seed, device):
+        pools = [t.to(device) for t in state["pools"]]
+        sb, tb, sq, tq = utils.get_data_sep(cfg.base_seed, seed, cfg.base_samples, cfg.query_samples, *pools,
+                                            state["clusters"][1], state["clusters"][2], cfg.clustering_mode,
+                                            state["same"], cfg.stretch)
+        return Draw(sb, tb, sq, tq)
+
+
+def _class_sides(cfg, load):
+    """(image side, text side, classes, labels) of a classification dataset, checked to share classes."""
+    if cfg.base_data != cfg.query_data:
+        raise UsageError(f"--task {cfg.task} uses one dataset: give the same --base_data and --query_data "
+                         f"(got {cfg.base_data} and {cfg.query_data})")
+    sides = [load(cfg.base_data, s) for s in (cfg.source, cfg.target)]
+    by_mod = {s.side.modality: s for s in sides}
+    if set(by_mod) != {"img", "text"}:
+        raise UsageError(f"--task {cfg.task} matches images to class names: one side must be MODEL:img and "
+                         f"the other MODEL:text (got {cfg.source} and {cfg.target})")
+    img, txt = by_mod["img"], by_mod["text"]
+    for s in (img, txt):
+        if s.classes is None:
+            raise DataError(f"{s.path} has no class list in its sidecar: it is not a classification dataset. "
+                            f"Extract it with get_embeds.py --d {s.dataset} --images ROOT (an ImageFolder tree)")
+    if img.labels is None:
+        raise DataError(f"{img.path}: its sidecar has no per-image labels; re-extract it with get_embeds.py")
+    if list(img.classes) != list(txt.classes):
+        diff = [c for c in img.classes if c not in txt.classes][:3] or [c for c in txt.classes
+                                                                         if c not in img.classes][:3]
+        raise DataError(f"{img.path} and {txt.path} hold different class lists ({len(img.classes)} vs "
+                        f"{len(txt.classes)} classes{', e.g. ' + repr(diff) if diff else ', other order'}); "
+                        f"extract both from the same ImageFolder root and classes file")
+    if txt.rows.shape[0] != len(txt.classes):
+        raise DataError(f"{txt.path} has {txt.rows.shape[0]} rows for {len(txt.classes)} classes; re-extract it")
+    labels = torch.as_tensor(img.labels, dtype=torch.int64)
+    C = len(img.classes)
+    counts = torch.bincount(labels, minlength=C)
+    if (counts == 0).any():
+        missing = [img.classes[i] for i in torch.nonzero(counts == 0).flatten().tolist()][:3]
+        raise DataError(f"{img.path}: classes {missing} have no image rows; re-extract the dataset")
+    if cfg.base_samples >= C:
+        raise DataError(f"--b {cfg.base_samples} anchor classes leave no class to match: {cfg.base_data} has "
+                        f"{C} classes; lower --b")
+    return img, txt, labels, counts
+
+
+def legacy_class_draw(seed, n_classes, n_anchors):
+    """The paper's draw: np.random.seed(seed); np.random.choice(C, b, replace=False) (a local generator
+    with the same draws); the queries are all other classes, ascending."""
+    anchors = np.random.RandomState(seed).choice(n_classes, n_anchors, replace=False)
+    queries = np.setdiff1d(np.arange(n_classes), anchors)
+    return anchors, queries
+
+
+def prototypes(rows, labels, n_classes):
+    """Mean image row of each class (C x D), in the rows' dtype."""
+    out = torch.zeros(n_classes, rows.shape[1], dtype=rows.dtype)
+    out.index_add_(0, labels, rows)
+    return out / torch.bincount(labels, minlength=n_classes).to(rows.dtype)[:, None]
+
+
+class Classes:
+    """Class prototypes (mean image row per class) matched to class-name texts."""
+    name = "classes"
+    uses_query_samples = False
+
+    def prepare(self, cfg, load):
+        img, txt, labels, counts = _class_sides(cfg, load)
+        C = len(img.classes)
+        protos = prototypes(img.rows, labels, C)
+        text = txt.rows
+        image_is_source = cfg.source == img.side
+        return dict(img_rows=img.rows, labels=labels, counts=counts, C=C, protos=protos, text=text,
+                    image_is_source=image_is_source)
+
+    def _split(self, state, seed, cfg):
+        return legacy_class_draw(seed, state["C"], cfg.base_samples)
+
+    def _orient(self, state, img_b, img_q, txt_b, txt_q, device):
+        parts = (img_b, txt_b, img_q, txt_q) if state["image_is_source"] else (txt_b, img_b, txt_q, img_q)
+        return [p.to(device) for p in parts]
+
+    def draw(self, state, cfg, seed, device):
+        anchors, queries = self._split(state, seed, cfg)
+        a, q = torch.as_tensor(anchors), torch.as_tensor(queries)
+        sb, tb, sq, tq = self._orient(state, state["protos"][a], state["protos"][q], state["text"][a],
+                                      state["text"][q], device)
+        weights = state["counts"][q].double()
+
+        def score(assignment):
+            correct = torch.as_tensor(np.asarray(assignment) == np.arange(len(q)))
+            return {"image_acc": float((weights * correct).sum() / weights.sum())}
+
+        return Draw(sb, tb, sq, tq, score)
+
+
+class Classify(Classes):
+    """An unsupervised classifier: k-means clusters of the query images take the place of prototypes."""
+    name = "classify"
+
+    def draw(self, state, cfg, seed, device):
+        from sklearn.cluster import KMeans
+        anchors, queries = self._split(state, seed, cfg)
+        a, q = torch.as_tensor(anchors), torch.as_tensor(queries)
+        labels = state["labels"]
+        in_query = torch.isin(labels, q)
+        rows, lab = state["img_rows"][in_query], labels[in_query]
+        k = len(queries)
+        km = KMeans(n_clusters=k, random_state=seed, n_init=10).fit(rows.cpu().numpy())
+        # the best one-to-one assignment of clusters to query classes (most shared images) defines the
+        # "true" partner of each cluster; clusters are reordered so that position i pairs with class i
+        pos = {int(c): i for i, c in enumerate(queries)}
+        contingency = np.zeros((k, k))
+        np.add.at(contingency, (km.labels_, [pos[int(c)] for c in lab]), 1)
+        cl, cls = linear_sum_assignment(contingency, maximize=True)
+        cluster_at = np.empty(k, dtype=np.int64)
+        cluster_at[cls] = cl
+        centres = torch.as_tensor(km.cluster_centers_[cluster_at], dtype=rows.dtype)
+        sb, tb, sq, tq = self._orient(state, state["protos"][a], centres, state["text"][a], state["text"][q],
+                                      device)
+        position_of_cluster = np.argsort(cluster_at)        # cluster id -> its query position
+        image_pos = position_of_cluster[km.labels_]        # each query image's cluster position
+        true_pos = np.array([pos[int(c)] for c in lab])
+        image_is_source = state["image_is_source"]
+
+        def score(assignment):
+            assignment = np.asarray(assignment)
+            if image_is_source:   # cluster position p is matched to class position assignment[p]
+                predicted = assignment[image_pos]
+            else:                 # class position i is matched to cluster position assignment[i]
+                predicted = np.argsort(assignment)[image_pos]
+            return {"image_acc": float(np.mean(predicted == true_pos))}
+
+        return Draw(sb, tb, sq, tq, score, extra={"clusters": k})
+
+
+TASKS = {t.name: t for t in (Captions(), Classes(), Classify())}
