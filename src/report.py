@@ -1,0 +1,399 @@
+"""The table and the figures from run.py's averaged results (``results/<name>.csv``, one row each).
+
+``read_results`` -> rows (dicts) -> ``build_table``: one row per configuration without its seeds and
+method, keyed by ``KEY_COLUMNS`` (task, both sides with layer and language, data, anchors and clustering
+settings), so a classes run and a captions run of the same models, or two languages, stay apart. Repeated
+runs of one (configuration, method) count once: the latest ``created``. ``draw_figure`` plots matching
+accuracy against an alignment metric, ``write_report`` writes ``table.csv`` and the figure.
+
+Older result files lack some columns: a missing ``task`` is ``captions``, a missing side is the row's
+``Source model`` / ``Target model``, missing metrics are left out of the table.
+"""
+import io
+import logging
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import metrics
+from .errors import DataError, UsageError
+from .names import FINAL, parse_model, parse_side
+
+_logger = logging.getLogger(__name__)
+
+KEY_COLUMNS = ["task", "source_side", "target_side", "Base data", "Query data", "base_samples",
+               "query_samples", "clustering_mode", "stretch"]
+NOT_RESULTS = {"summary.csv", "table.csv"}  # in results/ but not one configuration's averaged row
+CONTROL_BASES = {"pixels"}                  # with random: models, the figure's controls
+TABLE_NAME = "table.csv"
+
+# The paper's method order for the table's columns; methods not listed follow, sorted by name.
+METHOD_ORDER = ("linear", "cos", "relative", "linear_local_CKA", "kernel_local_CKA", "qap")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------------------
+
+def read_results(results_dir):
+    """Rows (dicts keyed by column) of every ``results_dir/*.csv`` except summary.csv and table.csv.
+
+    Files that cannot be read as a result CSV are skipped with a warning (a report should not fail on one
+    stray file).
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise DataError(f"{results_dir} is not a folder; run.py writes its results there")
+    rows = []
+    for path in sorted(results_dir.glob("*.csv")):
+        if path.name in NOT_RESULTS:
+            continue
+        try:
+            df = pd.read_csv(path)
+        except (OSError, ValueError) as e:  # pandas' parser and empty-file errors are ValueErrors
+            _logger.warning("skipping %s: %s", path, e)
+            continue
+        if not {"method", "matching_acc"} <= set(df.columns):
+            _logger.warning("skipping %s: no method / matching_acc columns, not a result file", path)
+            continue
+        rows.extend(df.to_dict("records"))
+    return rows
+
+
+def _missing(v):
+    return v is None or (isinstance(v, str) and v.strip() == "") or (isinstance(v, float) and math.isnan(v))
+
+
+def _plain(v):
+    """numpy scalars -> Python values, integral floats of count columns -> int."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _number(v):
+    """A float, nan for a missing or non-numeric cell."""
+    try:
+        return float("nan") if _missing(v) else float(_plain(v))
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _as_int(v):
+    v = _plain(v)
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str) and re.fullmatch(r"-?\d+", v.strip()):
+        return int(v)
+    return v
+
+
+def _as_bool(v):
+    v = _plain(v)
+    if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0"):
+        return v.strip().lower() in ("true", "1")
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v in (0, 1):
+        return bool(v)
+    return v
+
+
+def row_key(row):
+    """The configuration a row belongs to, as a tuple in ``KEY_COLUMNS`` order."""
+    def get(col, fallback=""):
+        v = row.get(col)
+        return fallback if _missing(v) else _plain(v)
+    return (get("task", "captions"),
+            str(get("source_side", get("Source model"))),
+            str(get("target_side", get("Target model"))),
+            get("Base data"), get("Query data"),
+            _as_int(get("base_samples")), _as_int(get("query_samples")), _as_int(get("clustering_mode")),
+            _as_bool(get("stretch", False)))
+
+
+def _created(row):
+    """The run's time as nanoseconds since 1970 (UTC); a missing or unreadable time sorts first."""
+    ts = pd.to_datetime(row.get("created"), utc=True, errors="coerce")
+    return -math.inf if pd.isna(ts) else ts.value
+
+
+def _natural(text):
+    parts = re.split(r"(\d+)", text)  # text at even positions, digits at odd: comparable tuples
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
+
+
+def _sort_value(v):
+    # numbers before text, so mixed old and new files still sort; text in natural order (_blocks.3
+    # before _blocks.11)
+    if isinstance(v, (bool, int, float)) and not (isinstance(v, float) and math.isnan(v)):
+        return (0, float(v), ())
+    return (1, 0.0, _natural(str(v)))
+
+
+def _method_order(methods):
+    known = [m for m in METHOD_ORDER if m in methods]
+    return known + sorted(m for m in methods if m not in METHOD_ORDER)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The table
+# ----------------------------------------------------------------------------------------------------------
+
+def build_table(rows):
+    """One row per configuration (``KEY_COLUMNS``): the key, the alignment metric columns present, then for
+    each method ``{method}_acc`` (matching_acc), ``{method}_top1`` (top_1; absent for methods without a
+    ranking, e.g. qap's -1) and ``{method}_image_acc`` (when the rows have image_acc). Rows sorted by key.
+    """
+    latest = {}  # key -> method -> ((created, order), row)
+    for order, row in enumerate(rows):
+        method = str(_plain(row.get("method")))
+        rank = (_created(row), order)  # equal times: the later row read wins
+        slot = latest.setdefault(row_key(row), {})
+        if method not in slot or rank >= slot[method][0]:
+            slot[method] = (rank, row)
+
+    all_metric_cols = metrics.metric_columns(1)
+    metric_cols = [c for c in all_metric_cols if any(c in row for row in rows)]
+    methods = _method_order({m for slot in latest.values() for m in slot})
+    picked = [row for slot in latest.values() for _, row in slot.values()]
+
+    def has(method, col, ok=lambda v: True):
+        return any(str(_plain(r.get("method"))) == method and not math.isnan(_number(r.get(col)))
+                   and ok(_number(r.get(col))) for r in picked)
+
+    method_cols = []
+    for m in methods:
+        method_cols.append((f"{m}_acc", m, "matching_acc"))
+        if has(m, "top_1", lambda v: v >= 0):  # -1 marks a method with no ranking
+            method_cols.append((f"{m}_top1", m, "top_1"))
+        if has(m, "image_acc"):
+            method_cols.append((f"{m}_image_acc", m, "image_acc"))
+
+    out = []
+    for key, slot in latest.items():
+        group = [slot[m][1] for m in methods if m in slot]
+        rec = dict(zip(KEY_COLUMNS, key))
+        for c in metric_cols:
+            # the metrics describe the pair, not the method: the first row that has the value
+            vals = [_number(r.get(c)) for r in group if not math.isnan(_number(r.get(c)))]
+            rec[c] = vals[0] if vals else float("nan")
+        for col, m, src in method_cols:
+            v = _number(slot[m][1].get(src)) if m in slot else float("nan")
+            rec[col] = float("nan") if src == "top_1" and v < 0 else v
+        out.append(rec)
+    out.sort(key=lambda rec: [_sort_value(rec[c]) for c in KEY_COLUMNS])  # stable
+    return pd.DataFrame(out, columns=KEY_COLUMNS + metric_cols + [c for c, _, _ in method_cols])
+
+
+def table_methods(table):
+    """The methods of a table, in column order (from its ``{method}_acc`` columns)."""
+    accs = [c[:-len("_acc")] for c in table.columns if c.endswith("_acc")]
+    return [m for m in accs if not (m.endswith("_image") and m[:-len("_image")] in accs)]
+
+
+def correlations(table, x, method):
+    """(Pearson r, Spearman rho) of column ``x`` and ``{method}_acc`` over the table's rows with both;
+    nan when fewer than 3 such rows or either is constant."""
+    y = f"{method}_acc"
+    if x not in table.columns or y not in table.columns:
+        return float("nan"), float("nan")
+    d = table[[x, y]].apply(pd.to_numeric, errors="coerce").dropna()
+    if len(d) < 3 or d[x].nunique() < 2 or d[y].nunique() < 2:
+        return float("nan"), float("nan")
+    return float(stats.pearsonr(d[x], d[y])[0]), float(stats.spearmanr(d[x], d[y])[0])
+
+
+def correlation_lines(table, x):
+    """One printable line per method: its Pearson and Spearman correlation with ``x``."""
+    lines = []
+    for m in table_methods(table):
+        r, rho = correlations(table, x, m)
+        n = int(table[[x, f"{m}_acc"]].dropna().shape[0]) if x in table.columns else 0
+        lines.append(f"{m}: matching accuracy vs {x}: pearson {r:.4f}, spearman {rho:.4f} ({n} pairs)")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The figure
+# ----------------------------------------------------------------------------------------------------------
+
+def natural_layer_key(layer):
+    """Sort key of a layer path in natural order: ``_blocks.1`` < ``_blocks.3`` < ``_blocks.11``, and
+    ``final`` (or no layer) last."""
+    if layer in (None, "", FINAL):
+        return (1, ())
+    return (0, _natural(str(layer)))
+
+
+def _side_model(side):
+    """The model of a side string; older rows hold a bare model name."""
+    try:
+        return parse_side(side).model
+    except UsageError:
+        return str(side)
+
+
+def _model(text):
+    try:
+        return parse_model(text)
+    except UsageError:
+        return None
+
+
+def is_control(model):
+    """``pixels`` and ``random:`` models: baselines, not points of a depth series."""
+    mn = _model(model)
+    return mn is not None and (mn.random or mn.base in CONTROL_BASES)
+
+
+def short_label(model):
+    """A readable model label: hub prefix and organisation dropped, a long family prefix dropped
+    (``efficientnet_lite0@_blocks.8`` -> ``lite0@_blocks.8``), ``random:`` kept."""
+    mn = _model(model)
+    if mn is None:
+        return str(model)
+    base = mn.base.split(":", 1)[-1].rsplit("/", 1)[-1]
+    if len(base) > 12 and "_" in base:
+        base = base.split("_", 1)[1]
+    return ("random:" if mn.random else "") + base + (f"@{mn.layer}" if mn.layer else "")
+
+
+def varying_side(table):
+    """``source_side`` or ``target_side``: the one with more distinct values; on a tie the image side
+    (the usual depth figure varies the vision model), else the target side."""
+    counts = {c: table[c].nunique() for c in ("source_side", "target_side")}
+    if counts["source_side"] != counts["target_side"]:
+        return max(counts, key=counts.get)
+    for c in ("target_side", "source_side"):
+        try:
+            if len(table) and parse_side(table[c].iloc[0]).modality == "img":
+                return c
+        except UsageError:
+            pass
+    return "target_side"
+
+
+def layer_series(table, vary=None):
+    """Lists of row labels (index) of ``table`` to join by a line: rows whose model on the ``vary`` side
+    (default ``varying_side``) has one base and differs only by layer, everything else in the key equal,
+    in natural layer order. Controls and lone points are not part of any series."""
+    vary = vary or varying_side(table)
+    rest = [c for c in KEY_COLUMNS if c != vary]
+    series = {}
+    for idx, side in table[vary].items():
+        model = _side_model(side)
+        mn = _model(model)
+        if mn is None or is_control(model):
+            continue
+        key = (mn.base, tuple(table.at[idx, c] for c in rest))
+        series.setdefault(key, []).append((natural_layer_key(mn.layer), idx))
+    return [[idx for _, idx in sorted(members, key=lambda m: m[0])]
+            for members in series.values() if len(members) > 1]
+
+
+def _write_atomic(path, data):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _check_metric(table, x):
+    if x not in table.columns:
+        present = [c for c in table.columns if c in metrics.metric_columns(1)]
+        raise UsageError(f"metric {x!r} is not in the results; present: {', '.join(present) or 'none'}")
+
+
+def draw_figure(table, path, x="kernel_cka", title=None):
+    """Matching accuracy (y) against the metric ``x``, one point per pair and method, written to ``path``
+    as PNG (atomically). Returns {method: (pearson, spearman)}, also logged.
+
+    Points of one base model that differ only by layer (on the side that varies across the table) are
+    joined in natural layer order, one line per method; controls (``pixels``, ``random:``) get an x marker
+    and no line. Each pair is named once, beside its first point.
+    """
+    # the object API with the Agg canvas: no pyplot, no display, no global backend switch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    _check_metric(table, x)
+    vary = varying_side(table)
+    other = "source_side" if vary == "target_side" else "target_side"
+    both_vary = table[other].nunique() > 1
+
+    fig = Figure(figsize=(8, 5.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    labelled, corrs, any_control = set(), {}, False
+    for i, method in enumerate(table_methods(table)):
+        color = f"C{i % 10}"
+        corrs[method] = r, rho = correlations(table, x, method)
+        d = table[pd.to_numeric(table[x], errors="coerce").notna() & table[f"{method}_acc"].notna()]
+        models = d[vary].map(_side_model)
+        control = models.map(is_control).astype(bool)
+        any_control |= bool(control.any())
+        ax.scatter(d[x][~control], d[f"{method}_acc"][~control], color=color, marker="o", s=28,
+                   label=f"{method} (r={r:.2f}, ρ={rho:.2f})")
+        ax.scatter(d[x][control], d[f"{method}_acc"][control], color=color, marker="x", s=40)
+        for idxs in layer_series(d, vary):
+            ax.plot(d.loc[idxs, x], d.loc[idxs, f"{method}_acc"], color=color, lw=1, alpha=0.6)
+        for idx in d.index:
+            if idx in labelled:
+                continue
+            labelled.add(idx)
+            label = short_label(models[idx])
+            if both_vary:
+                label = f"{short_label(_side_model(d.at[idx, other]))} | {label}"
+            ax.annotate(label, (d.at[idx, x], d.at[idx, f"{method}_acc"]), xytext=(4, 3),
+                        textcoords="offset points", fontsize=7)
+    if any_control:
+        ax.scatter([], [], color="gray", marker="x", label="control (pixels, random:)")
+    ax.set_xlabel(x)
+    ax.set_ylabel("matching accuracy")
+    ax.set_title(title or f"Matching accuracy vs {x}")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150)
+    _write_atomic(path, buf.getvalue())
+    for m, (r, rho) in corrs.items():
+        _logger.info("%s: %s vs matching accuracy: pearson %.4f, spearman %.4f", m, x, r, rho)
+    return corrs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Both
+# ----------------------------------------------------------------------------------------------------------
+
+def format_table(table):
+    """A fixed-width text table, floats to 4 decimals."""
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def write_report(rows, results_dir, x="kernel_cka", figure_name="figure1.png"):
+    """``results_dir/table.csv`` (full precision, atomically) and the figure (``figure_name`` under
+    results_dir; an absolute path goes where it says). Returns (table_path, figure_path, text) with text
+    the printable table and one correlation line per method."""
+    table = build_table(rows)
+    if table.empty:
+        raise DataError(f"no result rows for {results_dir}; run run.py first (it writes results/<name>.csv)")
+    results_dir = Path(results_dir)
+    table_path, figure_path = results_dir / TABLE_NAME, results_dir / figure_name
+    _check_metric(table, x)  # refuse before writing anything
+    _write_atomic(table_path, table.to_csv(index=False).encode("utf-8"))
+    draw_figure(table, figure_path, x)
+    text = format_table(table) + "\n\n" + "\n".join(correlation_lines(table, x))
+    return table_path, figure_path, text
