@@ -33,15 +33,15 @@ def build_parser():
     p.add_argument("--d", "--dataset", dest="dataset", default="coco",
                    help="coco, nocaps, or any name with --images and --captions (captions dataset) or with "
                         "--images ROOT alone (classification dataset: an ImageFolder root, a class a sub-folder)")
-    p.add_argument("--images", default=None, help="images folder (coco: $COCO_ROOT/val2017)")
+    p.add_argument("--images", default=None, help="images folder (coco: $COCO_ROOT/val2017), or an ImageFolder root")
     p.add_argument("--captions", default=None, help="COCO-format captions json (coco: $COCO_ROOT/annotations/"
                                                     "captions_val2017.json)")
     p.add_argument("--classes", default=None,
                    help="classification: json mapping each class folder to the class name to prompt with "
-                        "(default: the folder name with _ -> space)")
+                        "(None: the folder name with _ -> space)")
     p.add_argument("--templates", default=None,
                    help="classification: prompt templates with {} for the class name, a json list or a text file "
-                        "one a line (default: CLIP's 7-template ensemble, src/datasets.py DEFAULT_TEMPLATES)")
+                        "one a line (None: CLIP's 7-template ensemble, DEFAULT_TEMPLATES in src/datasets.py)")
     p.add_argument("-b", "--batch-size", type=int, default=32, help="images per batch")
     p.add_argument("-j", "--num-workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="DataLoader workers decoding images")

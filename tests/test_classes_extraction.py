@@ -325,3 +325,9 @@ def test_real_models_on_real_photos(caltech6):
 
     enc = load_encoder("minilm", "cpu")
     assert torch.allclose(T, plain_class_rows(enc.model, names, DEFAULT_TEMPLATES), atol=1e-5)
+
+
+def test_help_names_the_classification_flags(capsys):
+    assert get_embeds.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--classes" in out and "--templates" in out and "ImageFolder" in out
