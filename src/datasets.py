@@ -15,6 +15,7 @@ and no --captions; optionally --classes FILE (json folder -> class name) and --t
 """
 import contextlib
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -225,7 +226,13 @@ def read_class_names(classes_file, folders):
             parts.append(f"{len(no_folder)} class(es) in it have no folder: {_examples(no_folder)}")
         raise DataError(f"classes file {path} does not match the class folders of the images root: "
                         + "; ".join(parts) + ". Make the json's keys exactly the sub-folder names")
-    return [mapping[f].strip() for f in folders]
+    names = [mapping[f].strip() for f in folders]
+    shared = {n: [f for f, m in zip(folders, names) if m == n] for n in names if names.count(n) > 1}
+    if shared:  # e.g. ImageNet's two "crane"s: allowed, but their text rows are the same
+        logging.getLogger(__name__).warning(
+            "classes file %s gives different folders the same name, so their text rows will be identical: %s",
+            path, "; ".join(f"{n!r}: {', '.join(fs)}" for n, fs in list(shared.items())[:3]))
+    return names
 
 
 def read_templates(templates_file):

@@ -331,3 +331,11 @@ def test_help_names_the_classification_flags(capsys):
     assert get_embeds.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "--classes" in out and "--templates" in out and "ImageFolder" in out
+
+
+def test_two_folders_with_one_name_are_allowed_with_a_warning(tree, tmp_path, caplog):
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps({"Zebra": "crane", "dog": "crane", "sea_lion": "sea lion"}))
+    d = load_dataset("tinycls", tree, classes=str(classes))
+    assert d.class_names == ["crane", "crane", "sea lion"]
+    assert "'crane': Zebra, dog" in caplog.text
