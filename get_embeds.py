@@ -1,9 +1,11 @@
-"""Image and caption embeddings of one model over one captions dataset.
+"""Image and caption embeddings of one model over one captions dataset (or one classification dataset).
 
 The paper's command works as written (with the dataset's location in a flag or COCO_ROOT / NOCAPS_ROOT):
     python get_embeds.py --m dinov2 --d coco --gpu 0
 Any COCO-format captions file:  python get_embeds.py --m minilm --d NAME --images DIR --captions FILE
 Several GPUs:                   torchrun --nproc_per_node 4 get_embeds.py --m dinov2 --d coco
+Classification (ImageFolder):   python get_embeds.py --m minilm --d NAME --images ROOT [--classes FILE]
+(one image row per image, one text row per class: the mean over the templates of the normalised prompts)
 """
 import json
 import os
@@ -15,10 +17,10 @@ import torch
 import torch.distributed as dist
 
 from src.cli import ArgumentParser, UsageError, add_device_args, resolve_device, run_main
-from src.datasets import load_dataset
+from src.datasets import ClassesDataset, load_dataset
 from src.embeddings import embedding_path, save_embeddings
 from src.encoders import REGISTRY, get_spec, load_encoder
-from src.extraction import PRECISIONS, extract, remove_partial
+from src.extraction import PRECISIONS, extract, extract_class_texts, remove_partial
 
 
 def build_parser():
@@ -28,10 +30,17 @@ def build_parser():
     p.add_argument("--m", "--model", "--model_name", dest="model", default="dinov2", metavar="MODEL",
                    help="a registry name (listed below) or hf:<repo>, timm:<name>, st:<name>, clip:<repo>")
     p.add_argument("--d", "--dataset", dest="dataset", default="coco",
-                   help="coco, nocaps, or any name with --images and --captions")
-    p.add_argument("--images", default=None, help="images folder (coco: $COCO_ROOT/val2017)")
+                   help="coco, nocaps, or any name with --images and --captions (captions dataset) or with "
+                        "--images ROOT alone (classification dataset: an ImageFolder root, a class a sub-folder)")
+    p.add_argument("--images", default=None, help="images folder (coco: $COCO_ROOT/val2017), or an ImageFolder root")
     p.add_argument("--captions", default=None, help="COCO-format captions json (coco: $COCO_ROOT/annotations/"
                                                     "captions_val2017.json)")
+    p.add_argument("--classes", default=None,
+                   help="classification: json mapping each class folder to the class name to prompt with "
+                        "(None: the folder name with _ -> space)")
+    p.add_argument("--templates", default=None,
+                   help="classification: prompt templates with {} for the class name, a json list or a text file "
+                        "one a line (None: CLIP's 7-template ensemble, DEFAULT_TEMPLATES in src/datasets.py)")
     p.add_argument("-b", "--batch-size", type=int, default=32, help="images per batch")
     p.add_argument("-j", "--num-workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="DataLoader workers decoding images")
@@ -83,7 +92,8 @@ def main(argv=None):
             return 0
         rank, world, device = _distributed(args.device, args.gpu)
         try:
-            dataset = load_dataset(args.dataset, args.images, args.captions, args.skip_missing)
+            dataset = load_dataset(args.dataset, args.images, args.captions, args.skip_missing,
+                                   classes=args.classes, templates=args.templates)
             encoder = load_encoder(args.model, device, args.weights)
             written = []
             for modality in encoder.modalities:
@@ -91,8 +101,12 @@ def main(argv=None):
                 if path.exists() and not args.overwrite:
                     print(f"{path} exists, skipped (--overwrite to recompute)")
                     continue
-                rows = extract(encoder, dataset, modality, path, args.batch_size, args.num_workers,
-                               args.precision, args.chunk_size, rank, world, progress=not args.quiet)
+                if isinstance(dataset, ClassesDataset) and modality == "text":  # one row per class
+                    rows = extract_class_texts(encoder, dataset, args.batch_size, args.precision,
+                                               progress=not args.quiet and rank == 0)
+                else:
+                    rows = extract(encoder, dataset, modality, path, args.batch_size, args.num_workers,
+                                   args.precision, args.chunk_size, rank, world, progress=not args.quiet)
                 if rank != 0:
                     continue
                 meta = {"model": args.model, "family": spec.family, "hub_id": spec.hub_id,
@@ -102,6 +116,8 @@ def main(argv=None):
                         "dropped": {str(k): v for k, v in dataset.dropped.items()},
                         "precision": args.precision, "versions": _versions(),
                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                if isinstance(dataset, ClassesDataset):
+                    meta.update(dataset.sidecar(modality))
                 save_embeddings(rows, path, meta)
                 remove_partial(path)
                 written.append(f"wrote {path} ({rows.shape[0]} x {rows.shape[1]})")

@@ -9,8 +9,13 @@ Locations come from flags or environment variables, never from constants:
 - nocaps: --images DIR --captions FILE, or NOCAPS_ROOT with $NOCAPS_ROOT/validation/*.jpg and
           $NOCAPS_ROOT/nocaps_val_4500_captions.json
 - any other name: --images DIR --captions FILE (a COCO captions json: images[] and annotations[]).
+
+Classification datasets (``ClassesDataset``, at the end): any name, --images ROOT of an ImageFolder tree
+and no --captions; optionally --classes FILE (json folder -> class name) and --templates FILE.
 """
 import contextlib
+import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -80,13 +85,16 @@ def _check_image(path, full):
     return None
 
 
-def load_dataset(name, images=None, captions=None, skip_missing=False):
-    """Read a COCO-format captions file and check its images.
+def load_dataset(name, images=None, captions=None, skip_missing=False, classes=None, templates=None):
+    """Read a COCO-format captions file and check its images (or, without captions, an ImageFolder tree:
+    see ``load_classes_dataset``).
 
     Without skip_missing, a missing or undecodable image, or an image without captions, is a DataError
     naming it. With skip_missing such images are dropped (the same rows for every model, since the check
     does not depend on the model) and listed in ``dropped``; images are then fully decoded to check.
     """
+    if is_classification(name, images, captions, classes, templates):
+        return load_classes_dataset(name, images, classes, templates, skip_missing)
     image_dir, captions_file = resolve_locations(name, images, captions)
     try:
         from pycocotools.coco import COCO
@@ -118,3 +126,215 @@ def load_dataset(name, images=None, captions=None, skip_missing=False):
 def open_rgb(path):
     with Image.open(path) as im:
         return im.convert("RGB")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Classification datasets: an ImageFolder tree, one row per image on the image side, one per class on the
+# text side (a prompt ensemble over templates).
+# ----------------------------------------------------------------------------------------------------------
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")  # compared lower-cased
+
+# CLIP's prompt-ensembling subset: the 7 of its 80 ImageNet templates that the notebook
+# "Prompt_Engineering_for_ImageNet.ipynb" (openai/CLIP, notebooks/) found by sequential forward selection
+# to do about as well as all 80.
+DEFAULT_TEMPLATES = (
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+)
+
+
+@dataclass
+class ClassesDataset:
+    """An ImageFolder tree: ROOT/<folder>/<image>, one class a folder.
+
+    Image rows: folders in sorted order (Python string order, as torchvision's ImageFolder), within a folder
+    its image files sorted by their path relative to it (sub-folders included); ``ids`` are those paths
+    relative to ROOT ("folder/file"), ``labels[i]`` the class index of row i. Text rows: one per class, in
+    the same order (``class_names[c]`` is what fills the templates' ``{}``).
+    """
+    name: str
+    image_dir: Path               # ROOT
+    classes_file: object          # Path, or None: folder names with "_" -> " "
+    folders: list                 # sorted class folders, C
+    class_names: list             # C names to prompt with
+    ids: list                     # N relative paths "folder/file", row order
+    paths: list                   # N absolute paths
+    labels: list                  # N class indices
+    templates: list               # prompt templates, each with one "{}"
+    templates_file: object = None  # Path, or None: DEFAULT_TEMPLATES
+    dropped: dict = field(default_factory=dict)   # id -> reason, with --skip-missing
+    captions_file = None          # not a captions dataset (read by code written for CaptionsDataset)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def prompts(self, c):
+        """The prompts of class c, one per template."""
+        return [t.replace("{}", self.class_names[c]) for t in self.templates]
+
+    def sidecar(self, modality):
+        """What the embeddings sidecar records beyond the model: classes in row / label order, and for
+        image rows their labels and ids, for text rows the templates (text rows are classes: no ids)."""
+        out = {"task_data": "classes", "captions": None, "classes": list(self.class_names),
+               "folders": list(self.folders),
+               "classes_file": str(self.classes_file) if self.classes_file else None}
+        if modality == "img":
+            out.update(labels=list(self.labels), image_ids=list(self.ids))
+        else:
+            out.update(templates=list(self.templates),
+                       templates_file=str(self.templates_file) if self.templates_file else None,
+                       image_ids=None)
+        return out
+
+
+def _examples(items, k=3):
+    items = sorted(items)
+    return ", ".join(repr(i) for i in items[:k]) + (f" (+{len(items) - k} more)" if len(items) > k else "")
+
+
+def class_folders(root):
+    """Sorted names of the sub-folders of root (hidden ones, such as .ipynb_checkpoints, left out)."""
+    return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read_class_names(classes_file, folders):
+    """Class names in folder order: from a json {folder: name}, else folder names with "_" -> " "."""
+    if classes_file is None:
+        return [f.replace("_", " ") for f in folders]
+    path = Path(classes_file)
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"classes file {path} cannot be read ({type(e).__name__}: {e}); pass --classes a json "
+                        f"object mapping each class folder to its class name")
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) and v.strip() for v in mapping.values()):
+        raise DataError(f"classes file {path} is not a json object mapping each class folder to a non-empty "
+                        f"class name, e.g. {{\"n01440764\": \"tench\"}}")
+    no_entry = set(folders) - set(mapping)
+    no_folder = set(mapping) - set(folders)
+    if no_entry or no_folder:
+        parts = []
+        if no_entry:
+            parts.append(f"{len(no_entry)} folder(s) have no entry in it: {_examples(no_entry)}")
+        if no_folder:
+            parts.append(f"{len(no_folder)} class(es) in it have no folder: {_examples(no_folder)}")
+        raise DataError(f"classes file {path} does not match the class folders of the images root: "
+                        + "; ".join(parts) + ". Make the json's keys exactly the sub-folder names")
+    names = [mapping[f].strip() for f in folders]
+    shared = {n: [f for f, m in zip(folders, names) if m == n] for n in names if names.count(n) > 1}
+    if shared:  # e.g. ImageNet's two "crane"s: allowed, but their text rows are the same
+        logging.getLogger(__name__).warning(
+            "classes file %s gives different folders the same name, so their text rows will be identical: %s",
+            path, "; ".join(f"{n!r}: {', '.join(fs)}" for n, fs in list(shared.items())[:3]))
+    return names
+
+
+def read_templates(templates_file):
+    """Prompt templates: a json list of strings, or a text file one template a line (blank lines skipped);
+    DEFAULT_TEMPLATES when templates_file is None. Each must hold "{}" where the class name goes."""
+    if templates_file is None:
+        return list(DEFAULT_TEMPLATES)
+    path = Path(templates_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+        templates = json.loads(text) if path.suffix.lower() == ".json" else \
+            [line.strip() for line in text.splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        raise DataError(f"templates file {path} cannot be read ({type(e).__name__}: {e}); pass --templates a "
+                        f"json list of templates or a text file with one template a line")
+    if not isinstance(templates, list) or not templates or not all(isinstance(t, str) for t in templates):
+        raise DataError(f"templates file {path} holds no templates: give a non-empty json list of strings "
+                        f"(or a text file with one template a line), e.g. [\"a photo of a {{}}.\"]")
+    bad = [t for t in templates if "{}" not in t]
+    if bad:
+        raise DataError(f"templates file {path}: template {bad[0]!r} has no {{}} where the class name goes"
+                        + (f" ({len(bad)} such templates)" if len(bad) > 1 else "")
+                        + "; write e.g. \"a photo of a {}.\"")
+    return templates
+
+
+def _class_images(folder):
+    """Image files under a class folder (recursively, hidden entries left out), sorted by relative path."""
+    out = []
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder)
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not any(s.startswith(".") for s in rel.parts) and p.is_file():
+            out.append(rel.as_posix())
+    return sorted(out)
+
+
+def load_classes_dataset(name, root, classes_file=None, templates_file=None, skip_missing=False):
+    """Read an ImageFolder tree and its class names and templates; check every image's header (with
+    skip_missing: decode it fully, and drop undecodable ones into ``dropped``, as for captions datasets)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"images folder {root} does not exist (--images)")
+    folders = class_folders(root)
+    if not folders:
+        raise DataError(_NOT_IMAGEFOLDER.format(root=root))
+    names = read_class_names(classes_file, folders)
+    templates = read_templates(templates_file)
+    ids, paths, labels, dropped = [], [], [], {}
+    for c, folder in enumerate(folders):
+        files = _class_images(root / folder)
+        if not files:
+            raise DataError(f"class folder {root / folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                            f"add images or remove the folder from {root}")
+        kept = 0
+        for f in files:
+            rel, path = f"{folder}/{f}", root / folder / f
+            problem = _check_image(path, full=skip_missing)
+            if problem:
+                if not skip_missing:
+                    raise DataError(f"image {path}: {problem}. Fix or remove the file, or pass --skip-missing "
+                                    f"to drop such images")
+                dropped[rel] = problem
+                continue
+            ids.append(rel)
+            paths.append(path)
+            labels.append(c)
+            kept += 1
+        if not kept:
+            raise DataError(f"class folder {root / folder}: none of its {len(files)} image(s) can be decoded "
+                            f"(listed with --skip-missing); fix them or remove the folder")
+    return ClassesDataset(name, root, Path(classes_file) if classes_file else None, folders, names, ids, paths,
+                          labels, templates, Path(templates_file) if templates_file else None, dropped)
+
+
+def has_class_folders(images):
+    """True when images is a folder with (non-hidden) sub-folders: an ImageFolder root."""
+    return images is not None and Path(images).is_dir() and bool(class_folders(images))
+
+
+_NOT_IMAGEFOLDER = ("images folder {root} has no sub-folders, so it is not the root of a classification "
+                    "dataset: pass --captions FILE for a captions dataset, or point --images at an ImageFolder "
+                    "root (ROOT/<class folder>/<images>)")
+
+
+def is_classification(name, images, captions, classes=None, templates=None):
+    """Which kind of dataset the flags name: True for an ImageFolder classification tree (no captions file,
+    and an images folder with sub-folders), False for a COCO-format captions dataset. Raises for
+    combinations that fit neither."""
+    if captions is not None:
+        if classes is not None or templates is not None:
+            raise UsageError("--classes and --templates are for a classification dataset (an ImageFolder "
+                             "--images root without --captions); drop them, or drop --captions")
+        return False
+    if images is None:
+        if classes is not None or templates is not None:
+            raise UsageError("--classes and --templates need --images ROOT, an ImageFolder root "
+                             "(ROOT/<class folder>/<images>)")
+        return False  # coco / nocaps located by their environment variable (or a message saying how)
+    if has_class_folders(images):
+        return True
+    if name in KNOWN and classes is None and templates is None:
+        return False  # e.g. --images $COCO_ROOT/val2017 with the captions file from COCO_ROOT
+    if not Path(images).is_dir():
+        raise DataError(f"images folder {images} does not exist (--images)")
+    raise DataError(_NOT_IMAGEFOLDER.format(root=images))
