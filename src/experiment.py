@@ -160,8 +160,8 @@ class Config:
             ident.update(source=self.source.text, target=self.target.text, task=self.task)
         if self.permutations:
             ident["permutations"] = self.permutations
-        if os.path.normpath(self.data_dir) != "data":
-            ident["data_dir"] = os.path.abspath(self.data_dir)
+        if os.path.realpath(self.data_dir) != os.path.realpath("data"):
+            ident["data_dir"] = os.path.realpath(self.data_dir)  # another folder: another name
         if self.method == "qap":
             ident.update(restarts=self.restarts, qap_solver=self.qap_solver, qap_init=self.qap_init,
                          qap_patience=self.qap_patience, qap_polish=self.qap_polish)
