@@ -470,7 +470,8 @@ class HFAutoEncoder(Encoder):
 
 class SentenceTransformerEncoder(Encoder):
     """sentence-transformers: one sentence embedding per text (the mean over an image's captions comes from
-    the base class). Taps: paths of self.model (the SentenceTransformer: ``0.model.encoder.layer.3`` in sentence-transformers 6).
+    the base class). Taps: paths of self.model, the SentenceTransformer (``0.model.encoder.layer.3`` in
+    sentence-transformers 6).
     Random init would need the weights file to build the modules, so it is not offered."""
 
     can_randomise = False
