@@ -6,6 +6,8 @@ Any COCO-format captions file:  python get_embeds.py --m minilm --d NAME --image
 Several GPUs:                   torchrun --nproc_per_node 4 get_embeds.py --m dinov2 --d coco
 Classification (ImageFolder):   python get_embeds.py --m minilm --d NAME --images ROOT [--classes FILE]
 (one image row per image, one text row per class: the mean over the templates of the normalised prompts)
+Layer taps, one forward pass:   python get_embeds.py --m efficientnet_lite0 --layers _blocks.4 _blocks.8 final
+Which layers there are:         python get_embeds.py --m efficientnet_lite0 --list-layers
 """
 import json
 import os
@@ -17,18 +19,28 @@ import torch
 import torch.distributed as dist
 
 from src.cli import ArgumentParser, UsageError, add_device_args, resolve_device, run_main
-from src.datasets import ClassesDataset, load_dataset
+from src.datasets import ClassesDataset, load_dataset, open_rgb
 from src.embeddings import embedding_path, save_embeddings
 from src.encoders import REGISTRY, get_spec, load_encoder
-from src.extraction import PRECISIONS, extract, extract_class_texts, remove_partial
+from src.extraction import PRECISIONS, extract_class_texts, extract_layers, remove_partial
+from src.names import FINAL, parse_model
 
 
 def build_parser():
     names = "\n".join(f"  {n}: {s.pooling}" for n, s in REGISTRY.items())
     p = ArgumentParser(prog="get_embeds.py", description=__doc__.split("\n")[0],
-                       epilog=f"models:\n{names}\n  hf:<repo>, timm:<name>, st:<name>, clip:<repo>: any hub model")
+                       epilog=f"models:\n{names}\n  hf:<repo>, timm:<name>, st:<name>, clip:<repo>: any hub model\n"
+                              f"  random:MODEL: MODEL's architecture and preprocessing, weights initialised after "
+                              f"torch.manual_seed(0)\n"
+                              f"  MODEL@LAYER: the spatial / token mean of a module's output (see --list-layers)")
     p.add_argument("--m", "--model", "--model_name", dest="model", default="dinov2", metavar="MODEL",
-                   help="a registry name (listed below) or hf:<repo>, timm:<name>, st:<name>, clip:<repo>")
+                   help="[random:]NAME[@LAYER]: NAME a registry name (listed below) or hf:<repo>, timm:<name>, "
+                        "st:<name>, clip:<repo>; LAYER a module path as --list-layers prints it")
+    p.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
+                   help="several layers from one forward pass, one file each ('final': the model's usual row, "
+                        "the plain MODEL file)")
+    p.add_argument("--list-layers", action="store_true",
+                   help="print every module path with its output shape for one input of the dataset, then exit")
     p.add_argument("--d", "--dataset", dest="dataset", default="coco",
                    help="coco, nocaps, or any name with --images and --captions (captions dataset) or with "
                         "--images ROOT alone (classification dataset: an ImageFolder root, a class a sub-folder)")
@@ -81,46 +93,101 @@ def _distributed(device_arg, gpu):
     return dist.get_rank(), world, device
 
 
+def taps_of(layers):
+    return [layer for layer in layers if layer != FINAL]
+
+
+def _one_input(encoder, dataset, modality):
+    """One image (preprocessed, on the device) or one caption (or class prompt) of the dataset, as a batch
+    of one."""
+    if modality == "img":
+        return encoder.prepare(encoder.transform(open_rgb(dataset.paths[0]))[None])
+    if isinstance(dataset, ClassesDataset):
+        return [dataset.prompts(0)[:1]]
+    return [dataset.captions[0][:1]]
+
+
 def main(argv=None):
     def body(args):
-        spec = get_spec(args.model)
+        name = parse_model(args.model)
+        if args.layers and name.layer:
+            raise UsageError(f"--m {args.model} --layers: give the layer in the name or with --layers, not both")
+        layers = list(dict.fromkeys(args.layers or [name.layer or FINAL]))
+        base = name.at(None)
+        spec = get_spec(base.base)
         if args.batch_size < 1 or args.chunk_size < 1:
             raise UsageError("--batch-size and --chunk-size must be at least 1")
-        outputs = {m: embedding_path(args.data_dir, args.dataset, args.model, m) for m in spec.modalities}
-        if outputs and all(p.exists() for p in outputs.values()) and not args.overwrite:
-            print("\n".join(f"{p} exists, skipped (--overwrite to recompute)" for p in outputs.values()))
+
+        def path(layer, modality):
+            return embedding_path(args.data_dir, args.dataset, base.at(layer), modality)
+
+        outputs = [path(l, m) for l in layers for m in spec.modalities]
+        if not args.list_layers and outputs and all(p.exists() for p in outputs) and not args.overwrite:
+            print("\n".join(f"{p} exists, skipped (--overwrite to recompute)" for p in outputs))
             return 0
         rank, world, device = _distributed(args.device, args.gpu)
         try:
             dataset = load_dataset(args.dataset, args.images, args.captions, args.skip_missing,
                                    classes=args.classes, templates=args.templates)
-            encoder = load_encoder(args.model, device, args.weights)
+            classes = isinstance(dataset, ClassesDataset)
+            if classes and taps_of(layers) and "text" in spec.modalities:
+                raise UsageError("layer taps of a text model on a classification dataset are not supported: "
+                                 "its rows are prompt ensembles of the final embeddings")
+            encoder = load_encoder(base, device, args.weights)
+            taps = taps_of(layers)
+            encoder.check_layers(taps)  # before any extraction: a typo costs nothing
+            if args.list_layers or taps:
+                with torch.inference_mode():
+                    traces = {m: encoder.trace(m, _one_input(encoder, dataset, m)) for m in encoder.modalities}
+            if args.list_layers:
+                for modality, shapes in traces.items():
+                    print(f"# {base} {modality}: module path, output shape for one input")
+                    for p, shape in shapes.items():
+                        print(f"{p}\t{'not run' if shape is None else shape}")
+                return 0
+            # which layers each modality runs (CLIP's vision layers are not run for text)
+            runs = {m: [l for l in layers if l == FINAL or isinstance(traces[m].get(l), tuple)]
+                    for m in encoder.modalities}
+            unrun = [l for l in taps if not any(l in v for v in runs.values())]
+            if unrun:
+                raise UsageError(f"{base}: layer(s) {', '.join(unrun)} give no tensor when it computes its rows "
+                                 f"(see --list-layers)")
             written = []
-            for modality in encoder.modalities:
-                path = embedding_path(args.data_dir, args.dataset, args.model, modality)
-                if path.exists() and not args.overwrite:
-                    print(f"{path} exists, skipped (--overwrite to recompute)")
+            for modality, its_layers in runs.items():
+                todo = {}
+                for layer in its_layers:
+                    if path(layer, modality).exists() and not args.overwrite:
+                        print(f"{path(layer, modality)} exists, skipped (--overwrite to recompute)")
+                    else:
+                        todo[layer] = path(layer, modality)
+                if not todo:
                     continue
-                if isinstance(dataset, ClassesDataset) and modality == "text":  # one row per class
-                    rows = extract_class_texts(encoder, dataset, args.batch_size, args.precision,
-                                               progress=not args.quiet and rank == 0)
+                if classes and modality == "text":  # one row per class: the mean over the prompt templates
+                    rows = {FINAL: extract_class_texts(encoder, dataset, args.batch_size, args.precision,
+                                                       progress=not args.quiet and rank == 0)}
                 else:
-                    rows = extract(encoder, dataset, modality, path, args.batch_size, args.num_workers,
-                                   args.precision, args.chunk_size, rank, world, progress=not args.quiet)
+                    rows = extract_layers(encoder, dataset, modality, todo, args.batch_size, args.num_workers,
+                                          args.precision, args.chunk_size, rank, world, progress=not args.quiet)
                 if rank != 0:
                     continue
-                meta = {"model": args.model, "family": spec.family, "hub_id": spec.hub_id,
-                        "revision": spec.revision, "weights": str(encoder.source), "pooling": spec.pooling,
-                        "modality": modality, "dataset": args.dataset, "images": str(dataset.image_dir),
-                        "captions": str(dataset.captions_file), "image_ids": dataset.ids,
-                        "dropped": {str(k): v for k, v in dataset.dropped.items()},
-                        "precision": args.precision, "versions": _versions(),
-                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-                if isinstance(dataset, ClassesDataset):
-                    meta.update(dataset.sidecar(modality))
-                save_embeddings(rows, path, meta)
-                remove_partial(path)
-                written.append(f"wrote {path} ({rows.shape[0]} x {rows.shape[1]})")
+                for layer, out in todo.items():
+                    meta = {"model": base.at(layer).text, "base": base.base, "layer": layer,
+                            "init": "random (torch.manual_seed(0))" if base.random else "pretrained",
+                            "family": spec.family, "hub_id": spec.hub_id, "revision": spec.revision,
+                            "weights": None if base.random and args.weights is None else str(encoder.source),
+                            "pooling": spec.pooling if layer == FINAL else
+                            f"output of module {layer}: mean over spatial positions or (non-padding) tokens"
+                            + (", then over an image's captions" if modality == "text" else ""),
+                            "modality": modality, "dataset": args.dataset, "images": str(dataset.image_dir),
+                            "captions": str(dataset.captions_file), "image_ids": dataset.ids,
+                            "dropped": {str(k): v for k, v in dataset.dropped.items()},
+                            "precision": args.precision, "versions": _versions(),
+                            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                    if classes:
+                        meta.update(dataset.sidecar(modality))
+                    save_embeddings(rows[layer], out, meta)
+                    remove_partial(out)
+                    written.append(f"wrote {out} ({rows[layer].shape[0]} x {rows[layer].shape[1]})")
             if rank == 0:
                 print("\n".join(written))
                 if dataset.dropped:

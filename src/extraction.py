@@ -5,6 +5,10 @@ do not depend on which process computes it or whether the run was resumed. Each 
 atomically in ``.{output}.partial/``; a killed run continues from the chunks already there. With
 torchrun, chunk k belongs to rank k % world_size; rank 0 waits for all of them and assembles the rows in
 order. The partial folder is removed once the final file is written.
+
+Several outputs of one forward pass (layer taps, ``extract_layers``): each output has its own partial
+folder; a chunk counts as done only when every output has it, so a run killed between two saves redoes
+that chunk for all of them.
 """
 import contextlib
 import hashlib
@@ -19,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .errors import DataError
+from .names import FINAL
 from .datasets import open_rgb
 from .embeddings import atomic_torch_save, atomic_write_text, load_tensor
 
@@ -91,37 +96,55 @@ class _Partial:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def fingerprint(encoder, dataset, modality, chunk_size, precision):
-    h = hashlib.sha1(json.dumps([encoder.spec.name, str(encoder.source), dataset.name, list(map(str, dataset.ids)),
-                                 modality, chunk_size, precision]).encode())
-    return h.hexdigest()
+def fingerprint(encoder, dataset, modality, chunk_size, precision, layer=FINAL):
+    key = [encoder.name, str(encoder.source), dataset.name, list(map(str, dataset.ids)), modality, chunk_size,
+           precision] + ([] if layer == FINAL else [layer])  # final keeps the fingerprint it always had
+    return hashlib.sha1(json.dumps(key).encode()).hexdigest()
 
 
 def extract(encoder, dataset, modality, out_path, batch_size=32, num_workers=4, precision="fp32",
             chunk_size=512, rank=0, world_size=1, progress=True):
     """Embeddings (N x D float32, on the CPU) of one modality; None on ranks other than 0."""
+    rows = extract_layers(encoder, dataset, modality, {FINAL: out_path}, batch_size, num_workers, precision,
+                          chunk_size, rank, world_size, progress)
+    return None if rows is None else rows[FINAL]
+
+
+def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_workers=4, precision="fp32",
+                   chunk_size=512, rank=0, world_size=1, progress=True):
+    """outputs: {layer: final file path} (``final``: the model's usual row). One forward pass a batch serves
+    every layer. Returns {layer: N x D float32 on the CPU} on rank 0, None on the other ranks."""
+    layers = list(outputs)
     if encoder.spec.batch_one and batch_size != 1:
         _logger.info("%s: its processor pads to the largest image of a batch, so it runs one image a batch",
                      encoder.spec.name)
         batch_size = 1
     n = len(dataset)
     chunks = _chunks(n, chunk_size)
-    partial = _Partial(out_path, fingerprint(encoder, dataset, modality, chunk_size, precision))
-    partial.prepare(rank)
+    partials = {layer: _Partial(path, fingerprint(encoder, dataset, modality, chunk_size, precision, layer))
+                for layer, path in outputs.items()}
+    for partial in partials.values():
+        partial.prepare(rank)
     if world_size > 1:
         dist.barrier()
-    mine = [k for k in range(len(chunks)) if k % world_size == rank and not partial.done(k)]
+
+    def done(k):
+        return all(p.done(k) for p in partials.values())
+
+    mine = [k for k in range(len(chunks)) if k % world_size == rank and not done(k)]
     todo_rows = sum(chunks[k][1] - chunks[k][0] for k in mine)
-    label = f"{encoder.spec.name} {modality} {dataset.name}" + (f" rank {rank}" if world_size > 1 else "")
+    label = f"{encoder.name} {modality} {dataset.name}" + (f" rank {rank}" if world_size > 1 else "")
     bar = tqdm(total=todo_rows, desc=label, unit="img", disable=not progress, dynamic_ncols=True)
 
     batches = [(k, b) for k in mine for b in _batches(*chunks[k], batch_size)]
     pending = {k: [] for k in mine}
 
-    def finish(k, rows):
-        pending[k].append(rows)
-        if sum(r.shape[0] for r in pending[k]) == chunks[k][1] - chunks[k][0]:
-            partial.save(k, torch.cat(pending.pop(k)))
+    def finish(k, rows):  # rows: {layer: B x D}
+        pending[k].append({layer: r.float().cpu() for layer, r in rows.items()})
+        if sum(r[layers[0]].shape[0] for r in pending[k]) == chunks[k][1] - chunks[k][0]:
+            got = pending.pop(k)
+            for layer in layers:
+                partials[layer].save(k, torch.cat([r[layer] for r in got]))
 
     with torch.inference_mode(), autocast(encoder.device, precision):
         if modality == "img":
@@ -130,8 +153,7 @@ def extract(encoder, dataset, modality, out_path, batch_size=32, num_workers=4, 
                                 pin_memory=encoder.device.type == "cuda")
             try:
                 for (k, b), pixels in zip(batches, loader):
-                    rows = encoder.encode_images(encoder.prepare(pixels))
-                    finish(k, rows.float().cpu())
+                    finish(k, encoder.encode("img", encoder.prepare(pixels), layers))
                     bar.update(len(b))
             except RuntimeError as e:
                 if "cannot be decoded" in str(e):
@@ -141,8 +163,7 @@ def extract(encoder, dataset, modality, out_path, batch_size=32, num_workers=4, 
                 raise
         else:
             for k, b in batches:
-                rows = encoder.encode_captions([dataset.captions[i] for i in b])
-                finish(k, rows.float().cpu())
+                finish(k, encoder.encode("text", [dataset.captions[i] for i in b], layers))
                 bar.update(len(b))
     bar.close()
 
@@ -150,10 +171,14 @@ def extract(encoder, dataset, modality, out_path, batch_size=32, num_workers=4, 
         dist.barrier()
     if rank != 0:
         return None
-    missing = [k for k in range(len(chunks)) if not partial.done(k)]
-    if missing:
-        raise DataError(f"chunks {missing[:5]} of {out_path} are missing in {partial.dir}; re-run to finish them")
-    return torch.cat([partial.load(k) for k in range(len(chunks))])
+    out = {}
+    for layer, partial in partials.items():
+        missing = [k for k in range(len(chunks)) if not partial.done(k)]
+        if missing:
+            raise DataError(f"chunks {missing[:5]} of {outputs[layer]} are missing in {partial.dir}; "
+                            f"re-run to finish them")
+        out[layer] = torch.cat([partial.load(k) for k in range(len(chunks))])
+    return out
 
 
 def remove_partial(out_path):
