@@ -163,9 +163,9 @@ def stretch_representations(repr):
 
 
 def _legacy_choice(seed, n, k):
-    """The rows the paper's code draws: legacy NumPy global seeding, then choice without replacement."""
-    np.random.seed(seed)
-    return np.random.choice(n, k, replace=False)
+    """The rows the paper's code draws (``np.random.seed(seed); np.random.choice(n, k, replace=False)``),
+    from a local RandomState: the same legacy generator, without resetting the process-wide one."""
+    return np.random.RandomState(seed).choice(n, k, replace=False)
 
 
 def get_data_sep(seed1, seed2, base_samples, query_samples, source_base_large, target_base_large,
@@ -449,8 +449,9 @@ def get_classes(graph, classes, target_query):
 
 
 def _query_shuffle(n):
-    torch.manual_seed(0)
-    return torch.randperm(n)
+    """The paper's column shuffle (``torch.manual_seed(0); torch.randperm(n)``), drawn from a local CPU
+    generator: the same permutation, and the process-wide generator is left alone."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))
 
 
 def linear_matching(source_base, target_base, source_query, target_query, graph, device=None):
