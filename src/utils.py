@@ -306,6 +306,8 @@ def _kth_of_union(A, Bsorted, k):
     cand_b = torch.where(ok_b, Bsorted, inf).min(dim=1).values
 
     M = A.shape[0]
+    if M == 0:  # one anchor: no anchor-anchor distances, the set's only nonzero ones are the query's
+        return cand_b
     lo = torch.zeros(Q, dtype=torch.int64, device=A.device)
     hi = torch.full((Q,), M, dtype=torch.int64, device=A.device)
     for _ in range(max(1, M).bit_length() + 1):
@@ -396,6 +398,9 @@ def kernel_local_CKA(source_base, target_base, source_query, target_query, devic
     products; the kernels are symmetric, so upper triangles suffice (half the products). The target
     side's vectors are kept (Q x N(N+1)/2); source queries go in chunks of ``chunk_size`` rows, so
     memory stays bounded (Q = 5,000, 320 anchors, float64: about 2.5 GB).
+
+    One anchor is allowed: each set then has two rows, its median is their one nonzero squared distance,
+    and every entry is 1 up to rounding (so is linear_local_CKA's): one anchor carries no information.
     """
     sb, tb, sq, tq = (_to(t, device) for t in (source_base, target_base, source_query, target_query))
     src, tgt = _LocalRBF(sb), _LocalRBF(tb)

@@ -149,6 +149,18 @@ def test_local_cka_with_duplicated_rows_and_constant_dims(fast, cka):
     assert (fast(sb, tb, sq, tq) - plain_local(cka, sb, tb, sq, tq)).abs().max() < 1e-10
 
 
+@pytest.mark.parametrize("fast, cka", [(utils.linear_local_CKA, plain_linear_cka),
+                                       (utils.kernel_local_CKA, plain_kernel_cka)], ids=["linear", "kernel"])
+def test_local_cka_with_one_anchor(fast, cka):
+    # --b 1: every set has two rows (the kernel's median is their one nonzero distance); CKA is then 1
+    X, Y = paired(13, 5, 4, seed=16)
+    sb, sq, tb, tq = X[:1], X[1:], Y[:1], Y[1:]
+    got = fast(sb, tb, sq, tq)
+    assert got.shape == (12, 12)
+    assert (got - plain_local(cka, sb, tb, sq, tq)).abs().max() < 1e-12
+    assert (got - 1).abs().max() < 1e-12
+
+
 def test_kernel_local_cka_chunking_and_float32():
     X, Y = paired(90, 20, 13, seed=5)
     sb, sq, tb, tq = X[:50], X[50:], Y[:50], Y[50:]
