@@ -5,7 +5,7 @@ import torch
 from scipy.optimize import quadratic_assignment
 
 import run
-from src import qap, utils
+from src import matching, qap, utils
 
 F64 = torch.float64
 
@@ -30,26 +30,78 @@ def scipy_faq(A, B, s, P0):
         P0=P0.numpy(), maximize=True, tol=1e-5, partial_match=np.array([np.arange(s), np.arange(s)]).T))
 
 
+def starts(m, count, seed):
+    """Randomized starts (J + K) / 2, balanced tightly enough for scipy's doubly-stochastic check."""
+    g = torch.Generator().manual_seed(seed)
+    return (1.0 / m + qap.doubly_stochastic(torch.rand(count, m, m, generator=g, dtype=F64), tol=1e-12)) / 2
+
+
+def assert_same_as_scipy(A, B, s, P0):
+    cols, objs, iters = qap.faq_batch(A, B, s, P0)
+    for k in range(P0.shape[0]):
+        ref = scipy_faq(A, B, s, P0[k])
+        assert np.array_equal(ref.col_ind, np.concatenate([np.arange(s), s + cols[k].numpy()])), k
+        assert objs[k].item() == pytest.approx(ref.fun, rel=1e-10, abs=0), k
+        assert iters[k].item() == ref.nit, k
+    return iters
+
+
 @pytest.mark.parametrize("noise", [0.3, 1.0])
-def test_fast_faq_equals_or_beats_scipy_from_the_same_starts(noise):
+def test_fast_faq_is_scipys_step_for_step_on_real_like_kernels(noise):
+    # the paper's centred RBF kernels: exactly symmetric, so the one-product branch runs
     s, m = 15, 40
     A, B, _ = problem(s, m, noise, seed=1)
-    g = torch.Generator().manual_seed(2)
-    # starts balanced tightly enough for scipy's doubly-stochastic check
-    P0 = (1.0 / m + qap.doubly_stochastic(torch.rand(6, m, m, generator=g, dtype=F64), tol=1e-12)) / 2
-    cols, objs, iters = qap.faq_batch(A, B, s, P0)
-    assert (iters > 1).any()  # the problems take several Frank-Wolfe steps
-    for k in range(6):
-        ref = scipy_faq(A, B, s, P0[k])
-        assert objs[k].item() >= ref.fun - 1e-12
+    assert qap.is_symmetric(A, B)
+    iters = assert_same_as_scipy(A, B, s, starts(m, 6, seed=2))
+    assert (iters > 2).any()  # several Frank-Wolfe steps, not only the first
+
+
+@pytest.mark.parametrize("noise", [2.0, 5.0])  # 3-4 steps; up to maxiter (30)
+def test_fast_faq_is_scipys_step_for_step_on_an_asymmetric_problem(noise):
+    # the two-product branch: A and B not symmetric (a planted permutation plus noise, so FAQ has work)
+    s, m = 12, 40
+    g = torch.Generator().manual_seed(9)
+    A = torch.randn(s + m, s + m, generator=g, dtype=F64)
+    perm = torch.cat([torch.arange(s), s + torch.randperm(m, generator=g)])
+    B = A[perm][:, perm] + noise * torch.randn(s + m, s + m, generator=g, dtype=F64)
+    assert not qap.is_symmetric(A, B) and not qap.is_symmetric(A, A)
+    iters = assert_same_as_scipy(A, B, s, starts(m, 6, seed=3))
+    assert (iters > 2).any()
+
+
+def test_is_symmetric_is_exact():
+    A, B, _ = problem(5, 10, 0.5)
+    assert qap.is_symmetric(A, B)
+    A2 = A.clone()
+    A2[3, 7] += 1e-15 * abs(A2[3, 7])  # far inside the old rtol=1e-10: now the general branch
+    assert not qap.is_symmetric(A2, B)
+
+
+def test_real_inputs_take_the_symmetric_branch(monkeypatch):
+    # float32 embeddings, as the real files: qap_inputs builds CPU float64 matrices that are exactly
+    # symmetric (they were asymmetric by ~1e-8 when centred in float32), also once cast to float32
+    g = torch.Generator().manual_seed(11)
+    X = torch.randn(60, 24, generator=g)
+    Y = torch.tanh(X @ torch.randn(24, 16, generator=g)) + 0.3 * torch.randn(60, 16, generator=g)
+    A, B, _, n_base = utils.qap_inputs(X[:30], Y[:30], X[30:], Y[30:])
+    assert A.dtype == B.dtype == F64 and A.device.type == B.device.type == "cpu" and n_base == 30
+    assert torch.equal(A, A.T) and torch.equal(B, B.T)
+    assert qap.is_symmetric(A.float(), B.float())
+    branches = []
+    real = qap.is_symmetric
+    monkeypatch.setattr(qap, "is_symmetric", lambda a, b: branches.append(real(a, b)) or branches[-1])
+    matching.qap(X[:30], Y[:30], X[30:], Y[30:], restarts=3, seed=0, patience=None, progress=False)
+    assert branches and all(branches)
 
 
 def test_objective_is_scipys_score():
     A, B, inv = problem(10, 20, 0.5)
-    cols = torch.stack([inv, torch.randperm(20)])
-    perm = torch.cat([torch.arange(10), 10 + inv])
-    objs = qap.objective_batch(A, B, 10, cols)
-    assert objs[0].item() == pytest.approx(float((A * B[perm][:, perm]).sum()), abs=1e-12)
+    other = torch.randperm(20, generator=torch.Generator().manual_seed(1))
+    objs = qap.objective_batch(A, B, 10, torch.stack([inv, other]))
+    for k, cols in enumerate((inv, other)):
+        perm = torch.cat([torch.arange(10), 10 + cols])
+        assert objs[k].item() == pytest.approx(float((A * B[perm][:, perm]).sum()), rel=1e-12, abs=0)
+    assert objs[0] > objs[1]  # the planted permutation scores higher than a random one
 
 
 def test_planted_permutation_recovered_and_anchors_fixed():
