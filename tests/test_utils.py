@@ -107,6 +107,17 @@ def test_rbf_median_is_lower_middle_of_nonzero_distances():
     assert torch.allclose(utils.rbf(X), torch.exp(-D / 2.0), atol=1e-15, rtol=0)
 
 
+def test_kernels_are_exactly_symmetric():
+    # the QAP solver's cheap branch needs exact symmetry: distances are symmetric by construction, the
+    # centred kernels are symmetrised (centring alone rounds [i, j] and [j, i] differently)
+    for dtype in (torch.float32, F64):
+        X, _ = paired(70, 12, 3, dtype=dtype)
+        D = utils._sq_dists(X)
+        assert torch.equal(D, D.T) and torch.equal(utils.rbf(X), utils.rbf(X).T)
+        for C in (utils.centered_scaled_corr_rbf(X), utils.centered_scaled_corr(X)):
+            assert torch.equal(C, C.T)
+
+
 def test_cka_properties():
     X, Y = paired(60, 10, 7)
     assert abs(utils.linear_CKA(X, X) - 1) < 1e-12
