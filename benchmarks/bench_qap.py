@@ -1,8 +1,9 @@
 """Seeded graph matching: the paper's scipy FAQ (500 randomized restarts, one after another) against the
-batched solver of src/qap.py, on the same problem (320 anchors + 500 queries of the bundled flickr1k demo
-embeddings, seed 0). Prints seconds, best objective and matching accuracy of each, and the time ratios.
+batched solver of src/qap.py, both through src/matching.py's qap, on the same problem (320 anchors + 500
+queries of the bundled flickr1k demo embeddings, seed 0). Prints seconds, best objective and matching
+accuracy of each, and the time ratios.
 
-    python benchmarks/bench_qap.py [--restarts 500] [--device cpu] [--seed2 0]
+    python benchmarks/bench_qap.py [--restarts 500] [--device cpu] [--seeds 0] [--skip-scipy]
 """
 import argparse
 import os
@@ -14,7 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 
 from src import utils  # noqa: E402
-from src.experiment import _qap  # noqa: E402
+from src.matching import qap  # noqa: E402
 from src.embeddings import embedding_path, load_embeddings  # noqa: E402
 
 
@@ -41,28 +42,25 @@ def bench_one(args, dev, sb, tb, sq, tq):
     rows = []
     if not args.skip_scipy:
         t = time.perf_counter()
-        acc, info = utils.qap_matching(sb, tb, sq, tq, None, dev, restarts=args.restarts, seed=0,
-                                       progress=False, return_info=True)
+        acc, info = qap(sb, tb, sq, tq, dev, restarts=args.restarts, seed=0, solver="scipy", progress=False)
         rows.append((f"scipy randomized x{args.restarts}", time.perf_counter() - t, info["objective"],
                      info["restarts"], acc))
-    runs = [("fast randomized x500", dict(qap_init="randomized", restarts=500, qap_patience=None)),
-            ("fast randomized, patience 10 (run.py's default)",
-             dict(qap_init="randomized", restarts=500, qap_patience=10)),
-            ("fast randomized, patience 20", dict(qap_init="randomized", restarts=500, qap_patience=20)),
+    runs = [("fast randomized x500", dict(init="randomized", restarts=500, patience=None)),
+            ("fast randomized, patience 10 (run.py's default)", dict(init="randomized", restarts=500, patience=10)),
+            ("fast randomized, patience 20", dict(init="randomized", restarts=500, patience=20)),
             ("fast randomized, patience 10, --qap-polish",
-             dict(qap_init="randomized", restarts=500, qap_patience=10, qap_polish=True)),
-            ("fast barycenter", dict(qap_init="barycenter", restarts=1, qap_patience=None)),
-            ("fast warm relative x10", dict(qap_init="relative", restarts=10, qap_patience=None)),
-            ("fast warm linear_local_CKA x10", dict(qap_init="linear_local_CKA", restarts=10, qap_patience=None)),
-            ("fast warm kernel_local_CKA x10", dict(qap_init="kernel_local_CKA", restarts=10, qap_patience=None)),
-            ("fast warm kernel_local_CKA, patience 10",
-             dict(qap_init="kernel_local_CKA", restarts=500, qap_patience=10))]
+             dict(init="randomized", restarts=500, patience=10, polish=True)),
+            ("fast barycenter", dict(init="barycenter", restarts=1, patience=None)),
+            ("fast warm relative x10", dict(init="relative", restarts=10, patience=None)),
+            ("fast warm linear_local_CKA x10", dict(init="linear_local_CKA", restarts=10, patience=None)),
+            ("fast warm kernel_local_CKA x10", dict(init="kernel_local_CKA", restarts=10, patience=None)),
+            ("fast warm kernel_local_CKA, patience 10", dict(init="kernel_local_CKA", restarts=500, patience=10))]
     for label, opts in runs:
-        if dev.type != "cpu":
+        if dev.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        acc, info = _qap(sb, tb, sq, tq, None, dev, dict(opts, qap_solver="fast", seed=0, progress=False))
-        if dev.type != "cpu":
+        acc, info = qap(sb, tb, sq, tq, dev, solver="fast", seed=0, progress=False, **opts)
+        if dev.type == "cuda":
             torch.cuda.synchronize()
         rows.append((label, time.perf_counter() - t, info["objective"], info["restarts"], acc))
     ref = rows[0]

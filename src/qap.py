@@ -88,16 +88,26 @@ def _gather_rows(X, idx):
     return X.gather(1, idx[:, :, None].expand(-1, -1, X.shape[2]))
 
 
+def is_symmetric(A, B):
+    """Whether faq_batch takes its symmetric branch: A and B both exactly equal to their transposes.
+
+    Exact, since the branch replaces A^T by A: a tolerance would let a nearly symmetric problem follow
+    another path than scipy's. utils.qap_inputs builds exactly symmetric matrices.
+    """
+    return bool(torch.equal(A, A.T) and torch.equal(B, B.T))
+
+
 def faq_batch(A, B, n_seeds, P0, maxiter=30, tol=1e-5, pool=None):
     """Seeded FAQ from each start in P0 (b x m x m, m = n - n_seeds). Anchors are fixed to themselves.
 
     Returns (cols (b x m) of the unseeded part, objectives (b,), iterations (b,)). Iterates follow
-    scipy's faq step for step (its gradient, line search and stopping rule), in the dtype of A.
+    scipy's faq step for step (its gradient, line search and stopping rule), in the dtype of A, on both
+    branches (``is_symmetric``: one m^3 product per iteration, else two).
     """
     s = n_seeds
     A21, A12, A22 = A[s:, :s], A[:s, s:], A[s:, s:]
     B21, B12, B22 = B[s:, :s], B[:s, s:], B[s:, s:]
-    sym = (torch.allclose(A, A.T, rtol=1e-10, atol=0) and torch.allclose(B, B.T, rtol=1e-10, atol=0))
+    sym = is_symmetric(A, B)
     const_sum = A21 @ B21.T + A12.T @ B12
     A22T, A12T, B22T = A22.T.contiguous(), A12.T.contiguous(), B22.T.contiguous()
     b, m = P0.shape[0], P0.shape[1]
@@ -171,14 +181,16 @@ def objective_batch(A, B, n_seeds, cols):
 
 
 def seeded_qap(A, B, n_seeds, restarts=500, init="randomized", warm=None, seed=0, batch_size=8, patience=None,
-               maxiter=30, tol=1e-5, perturb=0.25, dtype=torch.float32, progress=None):
+               maxiter=30, tol=1e-5, perturb=0.25, dtype=torch.float32, progress=None, device=None):
     """Best of up to ``restarts`` seeded FAQ runs, ``batch_size`` at a time.
 
     init: "randomized" (the paper's), "barycenter" (one run: it is deterministic) or "warm" (needs
     ``warm``, an (m,) assignment of the unseeded rows of A to those of B; the first run starts from it,
     later ones from perturbed copies). ``patience``: stop once that many restarts in a row have not
     improved the best objective (None: run them all). ``dtype``: of the FAQ iterates (float32 halves the
-    time of the products; objectives are always compared in float64). Deterministic for a given seed.
+    time of the products; objectives are always compared in float64, on A's device). ``device``: where
+    the iterates run (default A's): A and B may stay on the CPU in float64 while the iterates run on a GPU
+    (MPS has no float64). Deterministic for a given seed.
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -186,7 +198,8 @@ def seeded_qap(A, B, n_seeds, restarts=500, init="randomized", warm=None, seed=0
         raise ValueError("init='warm' needs a warm-start assignment")
     A = torch.as_tensor(A, dtype=torch.float64)
     B = torch.as_tensor(B, dtype=torch.float64, device=A.device)
-    Aw, Bw = A.to(dtype), B.to(dtype)
+    work = A.device if device is None else torch.device(device)
+    Aw, Bw = A.to(dtype).to(work), B.to(dtype).to(work)  # cast where float64 lives, then move
     n = A.shape[0]
     m = n - n_seeds
     if init == "barycenter":
@@ -197,11 +210,11 @@ def seeded_qap(A, B, n_seeds, restarts=500, init="randomized", warm=None, seed=0
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         while done < restarts:
             count = min(batch_size, restarts - done)
-            P0 = initial_points(init, m, count, gen, warm=warm, perturb=perturb, dtype=dtype, device=A.device)
+            P0 = initial_points(init, m, count, gen, warm=warm, perturb=perturb, dtype=dtype, device=work)
             if init == "warm" and done == 0:
-                P0[0] = initial_points("warm", m, 1, gen, warm=warm, perturb=0.0, dtype=dtype, device=A.device)[0]
+                P0[0] = initial_points("warm", m, 1, gen, warm=warm, perturb=0.0, dtype=dtype, device=work)[0]
             cols, _, _ = faq_batch(Aw, Bw, n_seeds, P0, maxiter=maxiter, tol=tol, pool=pool)
-            objs = objective_batch(A, B, n_seeds, cols)
+            objs = objective_batch(A, B, n_seeds, cols.to(A.device))
             for k, obj in enumerate(objs.tolist()):
                 objectives.append(obj)
                 if obj > best:

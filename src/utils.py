@@ -11,15 +11,16 @@ unchanged. Definitions are the paper's:
 - Graphs are Q x Q: rows are source queries, columns are target queries.
 
 What differs is speed: local CKA for all Q x Q pairs is computed at once (no per-pair loop), retrieval
-metrics are vectorised, and QAP restarts are seeded. Tensors keep the dtype and device they come in with
-(``device`` moves them first when given); float64 inputs give float64 results.
+metrics are vectorised, and QAP restarts are seeded. Graphs keep the dtype and device their inputs come in
+with (``device`` moves them first when given); float64 inputs give float64 results.
+
+Device and dtype policy (MPS has no float64): what needs float64 (least squares, the QAP matrices, matching)
+runs on the CPU in float64 (``.cpu().double()``, never ``.double()`` on a device); graphs follow the device.
 """
 import logging
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment, quadratic_assignment
-from tqdm import tqdm
 
 _logger = logging.getLogger(__name__)
 
@@ -97,16 +98,24 @@ def linear_CKA(X, Y, device=None):
     return hsic / (var1 * var2)
 
 
+def _symmetric(C):
+    """(C + C^T) / 2: exactly symmetric (float addition commutes). Centring rounds the [i, j] and [j, i]
+    entries differently (about 1e-8 relative in float32, 1e-17 in float64); the QAP solver takes its
+    cheaper symmetric branch only on exactly symmetric matrices."""
+    return (C + C.T) / 2
+
+
 def centered_scaled_corr(X, device=None):
-    """H XX^T H / sqrt(HSIC(XX^T, XX^T)): the linear-kernel graph that QAP can match."""
+    """H XX^T H / sqrt(HSIC(XX^T, XX^T)): the linear-kernel graph that QAP can match (exactly symmetric)."""
     X = _to(X, device)
-    return centering(X @ X.T) / torch.sqrt(linear_HSIC(X, X))
+    return _symmetric(centering(X @ X.T)) / torch.sqrt(linear_HSIC(X, X))
 
 
 def centered_scaled_corr_rbf(X, device=None, sigma=None):
-    """H K H / sqrt(HSIC(K, K)) with K the RBF kernel of X: the paper's QAP input."""
+    """H K H / sqrt(HSIC(K, K)) with K the RBF kernel of X: the paper's QAP input (exactly symmetric;
+    K already is, as _sq_dists is)."""
     X = _to(X, device)
-    C = centering(rbf(X, sigma))
+    C = _symmetric(centering(rbf(X, sigma)))
     return C / torch.sqrt(torch.sum(C * C))
 
 
@@ -163,9 +172,9 @@ def stretch_representations(repr):
 
 
 def _legacy_choice(seed, n, k):
-    """The rows the paper's code draws: legacy NumPy global seeding, then choice without replacement."""
-    np.random.seed(seed)
-    return np.random.choice(n, k, replace=False)
+    """The rows the paper's code draws (``np.random.seed(seed); np.random.choice(n, k, replace=False)``),
+    from a local RandomState: the same legacy generator, without resetting the process-wide one."""
+    return np.random.RandomState(seed).choice(n, k, replace=False)
 
 
 def get_data_sep(seed1, seed2, base_samples, query_samples, source_base_large, target_base_large,
@@ -306,6 +315,8 @@ def _kth_of_union(A, Bsorted, k):
     cand_b = torch.where(ok_b, Bsorted, inf).min(dim=1).values
 
     M = A.shape[0]
+    if M == 0:  # one anchor: no anchor-anchor distances, the set's only nonzero ones are the query's
+        return cand_b
     lo = torch.zeros(Q, dtype=torch.int64, device=A.device)
     hi = torch.full((Q,), M, dtype=torch.int64, device=A.device)
     for _ in range(max(1, M).bit_length() + 1):
@@ -396,6 +407,9 @@ def kernel_local_CKA(source_base, target_base, source_query, target_query, devic
     products; the kernels are symmetric, so upper triangles suffice (half the products). The target
     side's vectors are kept (Q x N(N+1)/2); source queries go in chunks of ``chunk_size`` rows, so
     memory stays bounded (Q = 5,000, 320 anchors, float64: about 2.5 GB).
+
+    One anchor is allowed: each set then has two rows, its median is their one nonzero squared distance,
+    and every entry is 1 up to rounding (so is linear_local_CKA's): one anchor carries no information.
     """
     sb, tb, sq, tq = (_to(t, device) for t in (source_base, target_base, source_query, target_query))
     src, tgt = _LocalRBF(sb), _LocalRBF(tb)
@@ -449,25 +463,28 @@ def get_classes(graph, classes, target_query):
 
 
 def _query_shuffle(n):
-    torch.manual_seed(0)
-    return torch.randperm(n)
+    """The paper's column shuffle (``torch.manual_seed(0); torch.randperm(n)``), drawn from a local CPU
+    generator: the same permutation, and the process-wide generator is left alone."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))
 
 
 def linear_matching(source_base, target_base, source_query, target_query, graph, device=None):
-    """Hungarian assignment (maximise) on the column-shuffled graph; fraction of recovered pairs."""
-    graph = torch.as_tensor(graph).detach().cpu().double()
-    shuffle = _query_shuffle(graph.shape[1])
-    row_ind, col_ind = linear_sum_assignment(graph[:, shuffle].numpy(), maximize=True)
-    return float(np.sum(col_ind[shuffle.numpy()] == row_ind)) / len(col_ind)
+    """Hungarian assignment (maximise) on the column-shuffled graph; fraction of recovered pairs
+    (src/matching.py's ``hungarian``, which also returns the assignment)."""
+    from .matching import hungarian  # matching.py builds on this module, so it is imported here
+    return hungarian(graph)[0]
 
 
 def qap_inputs(source_base, target_base, source_query, target_query, device=None):
-    """The paper's QAP problem: A, B (numpy float64) of anchors + queries on each side with the target
-    queries shuffled (torch.manual_seed(0)), the shuffle, and the number of anchors."""
-    sb, tb, sq, tq = (_to(t, device) for t in (source_base, target_base, source_query, target_query))
+    """The paper's QAP problem: A, B (CPU float64 tensors, exactly symmetric) of anchors + queries on each
+    side, with the target queries shuffled (the paper's torch.manual_seed(0) permutation), the shuffle
+    (CPU int64), and the number of anchors. Built on the CPU in float64 whatever the inputs' device:
+    ``device`` is accepted for the paper's signature and not used."""
+    sb, tb, sq, tq = (torch.as_tensor(t).detach().cpu().double()
+                      for t in (source_base, target_base, source_query, target_query))
     shuffle = _query_shuffle(sq.shape[0])
     A = centered_scaled_corr_rbf(torch.cat([sb, sq], dim=0))
-    B = centered_scaled_corr_rbf(torch.cat([tb, tq[shuffle.to(tq.device)]], dim=0))
+    B = centered_scaled_corr_rbf(torch.cat([tb, tq[shuffle]], dim=0))
     return A, B, shuffle, sb.shape[0]
 
 
@@ -481,22 +498,15 @@ def qap_accuracy(col_ind, shuffle, n_base):
 def qap_matching(source_base, target_base, source_query, target_query, graph, device=None, restarts=500,
                  seed=None, progress=True, return_info=False):
     """The paper's seeded graph matching: scipy FAQ (randomized P0, maximise, tol 1e-5) with the anchors
-    fixed by ``partial_match``; the best objective over ``restarts`` runs; accuracy of the query pairs.
+    fixed by ``partial_match``; the best objective over ``restarts`` runs; accuracy of the query pairs
+    (src/matching.py's ``qap`` with solver "scipy").
 
     ``seed`` makes the restarts reproducible (the paper's are not); ``return_info`` also returns a dict
     with the best objective and the restarts run.
     """
-    A, B, shuffle, n_base = qap_inputs(source_base, target_base, source_query, target_query, device)
-    A, B = A.detach().cpu().double().numpy(), B.detach().cpu().double().numpy()
-    rng = np.random.default_rng(seed)
-    options = {"P0": "randomized", "maximize": True, "tol": 1e-5, "rng": rng,
-               "partial_match": np.array([np.arange(n_base), np.arange(n_base)]).T}
-    best = None
-    for _ in tqdm(range(restarts), desc="qap restarts", disable=not progress, leave=False):
-        out = quadratic_assignment(A, B, options=options)
-        if best is None or out.fun > best.fun:  # strict: the first of equal objectives, as a stable sort
-            best = out
-    acc = qap_accuracy(best.col_ind, shuffle.numpy(), n_base)
+    from .matching import qap  # matching.py builds on this module, so it is imported here
+    acc, info = qap(source_base, target_base, source_query, target_query, device, restarts=restarts, seed=seed,
+                    solver="scipy", progress=progress)
     if return_info:
-        return acc, {"objective": float(best.fun), "restarts": restarts}
+        return acc, {"objective": info["objective"], "restarts": info["restarts"]}
     return acc

@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import quadratic_assignment
+from scipy.optimize import linear_sum_assignment, quadratic_assignment
 
 import run
-from src import qap, utils
+from src import matching, qap, utils
+from src.errors import UsageError
 
 F64 = torch.float64
 
@@ -30,26 +31,78 @@ def scipy_faq(A, B, s, P0):
         P0=P0.numpy(), maximize=True, tol=1e-5, partial_match=np.array([np.arange(s), np.arange(s)]).T))
 
 
+def starts(m, count, seed):
+    """Randomized starts (J + K) / 2, balanced tightly enough for scipy's doubly-stochastic check."""
+    g = torch.Generator().manual_seed(seed)
+    return (1.0 / m + qap.doubly_stochastic(torch.rand(count, m, m, generator=g, dtype=F64), tol=1e-12)) / 2
+
+
+def assert_same_as_scipy(A, B, s, P0):
+    cols, objs, iters = qap.faq_batch(A, B, s, P0)
+    for k in range(P0.shape[0]):
+        ref = scipy_faq(A, B, s, P0[k])
+        assert np.array_equal(ref.col_ind, np.concatenate([np.arange(s), s + cols[k].numpy()])), k
+        assert objs[k].item() == pytest.approx(ref.fun, rel=1e-10, abs=0), k
+        assert iters[k].item() == ref.nit, k
+    return iters
+
+
 @pytest.mark.parametrize("noise", [0.3, 1.0])
-def test_fast_faq_equals_or_beats_scipy_from_the_same_starts(noise):
+def test_fast_faq_is_scipys_step_for_step_on_real_like_kernels(noise):
+    # the paper's centred RBF kernels: exactly symmetric, so the one-product branch runs
     s, m = 15, 40
     A, B, _ = problem(s, m, noise, seed=1)
-    g = torch.Generator().manual_seed(2)
-    # starts balanced tightly enough for scipy's doubly-stochastic check
-    P0 = (1.0 / m + qap.doubly_stochastic(torch.rand(6, m, m, generator=g, dtype=F64), tol=1e-12)) / 2
-    cols, objs, iters = qap.faq_batch(A, B, s, P0)
-    assert (iters > 1).any()  # the problems take several Frank-Wolfe steps
-    for k in range(6):
-        ref = scipy_faq(A, B, s, P0[k])
-        assert objs[k].item() >= ref.fun - 1e-12
+    assert qap.is_symmetric(A, B)
+    iters = assert_same_as_scipy(A, B, s, starts(m, 6, seed=2))
+    assert (iters > 2).any()  # several Frank-Wolfe steps, not only the first
+
+
+@pytest.mark.parametrize("noise", [2.0, 5.0])  # 3-4 steps; up to maxiter (30)
+def test_fast_faq_is_scipys_step_for_step_on_an_asymmetric_problem(noise):
+    # the two-product branch: A and B not symmetric (a planted permutation plus noise, so FAQ has work)
+    s, m = 12, 40
+    g = torch.Generator().manual_seed(9)
+    A = torch.randn(s + m, s + m, generator=g, dtype=F64)
+    perm = torch.cat([torch.arange(s), s + torch.randperm(m, generator=g)])
+    B = A[perm][:, perm] + noise * torch.randn(s + m, s + m, generator=g, dtype=F64)
+    assert not qap.is_symmetric(A, B) and not qap.is_symmetric(A, A)
+    iters = assert_same_as_scipy(A, B, s, starts(m, 6, seed=3))
+    assert (iters > 2).any()
+
+
+def test_is_symmetric_is_exact():
+    A, B, _ = problem(5, 10, 0.5)
+    assert qap.is_symmetric(A, B)
+    A2 = A.clone()
+    A2[3, 7] += 1e-15 * abs(A2[3, 7])  # far inside the old rtol=1e-10: now the general branch
+    assert not qap.is_symmetric(A2, B)
+
+
+def test_real_inputs_take_the_symmetric_branch(monkeypatch):
+    # float32 embeddings, as the real files: qap_inputs builds CPU float64 matrices that are exactly
+    # symmetric (they were asymmetric by ~1e-8 when centred in float32), also once cast to float32
+    g = torch.Generator().manual_seed(11)
+    X = torch.randn(60, 24, generator=g)
+    Y = torch.tanh(X @ torch.randn(24, 16, generator=g)) + 0.3 * torch.randn(60, 16, generator=g)
+    A, B, _, n_base = utils.qap_inputs(X[:30], Y[:30], X[30:], Y[30:])
+    assert A.dtype == B.dtype == F64 and A.device.type == B.device.type == "cpu" and n_base == 30
+    assert torch.equal(A, A.T) and torch.equal(B, B.T)
+    assert qap.is_symmetric(A.float(), B.float())
+    branches = []
+    real = qap.is_symmetric
+    monkeypatch.setattr(qap, "is_symmetric", lambda a, b: branches.append(real(a, b)) or branches[-1])
+    matching.qap(X[:30], Y[:30], X[30:], Y[30:], restarts=3, seed=0, patience=None, progress=False)
+    assert branches and all(branches)
 
 
 def test_objective_is_scipys_score():
     A, B, inv = problem(10, 20, 0.5)
-    cols = torch.stack([inv, torch.randperm(20)])
-    perm = torch.cat([torch.arange(10), 10 + inv])
-    objs = qap.objective_batch(A, B, 10, cols)
-    assert objs[0].item() == pytest.approx(float((A * B[perm][:, perm]).sum()), abs=1e-12)
+    other = torch.randperm(20, generator=torch.Generator().manual_seed(1))
+    objs = qap.objective_batch(A, B, 10, torch.stack([inv, other]))
+    for k, cols in enumerate((inv, other)):
+        perm = torch.cat([torch.arange(10), 10 + cols])
+        assert objs[k].item() == pytest.approx(float((A * B[perm][:, perm]).sum()), rel=1e-12, abs=0)
+    assert objs[0] > objs[1]  # the planted permutation scores higher than a random one
 
 
 def test_planted_permutation_recovered_and_anchors_fixed():
@@ -129,3 +182,102 @@ def test_runs_on_gpu_tensors():
     A, B, inv = problem(40, 30, 0.02, seed=3)
     res = qap.seeded_qap(A.cuda(), B.cuda(), 40, restarts=8, seed=0)
     assert (res.col_ind[40:] - 40 == inv.numpy()).all()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# src/matching.py: the drivers
+# ----------------------------------------------------------------------------------------------------------
+
+def views(n_base, n_query, seed=0, noise=0.01):
+    """Two float32 views (a rotation plus noise) of the same points: anchors and queries per side."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n_base + n_query, 10, generator=g)
+    R, _ = torch.linalg.qr(torch.randn(10, 10, generator=g))
+    Y = X @ R + noise * torch.randn(X.shape, generator=g)
+    return X[:n_base], Y[:n_base], X[n_base:], Y[n_base:]
+
+
+def test_hungarian_is_linear_matching_and_returns_the_unshuffled_assignment():
+    g = torch.Generator().manual_seed(12)
+    Q = 30
+    pi = torch.randperm(Q, generator=g)          # source i's best target is pi[i]
+    graph = torch.randn(Q, Q, generator=g, dtype=F64)
+    graph[torch.arange(Q), pi] += 10
+    acc, assignment = matching.hungarian(graph)
+    assert assignment.dtype == np.int64 and np.array_equal(assignment, pi.numpy())
+    assert acc == float(np.mean(pi.numpy() == np.arange(Q))) == utils.linear_matching(None, None, None, None, graph)
+    noisy = torch.randn(Q, Q, generator=g)       # float32, ties unlikely: the paper's rule decides
+    acc, assignment = matching.hungarian(noisy)
+    shuffle = torch.randperm(Q, generator=torch.Generator().manual_seed(0)).numpy()
+    rows, cols = linear_sum_assignment(noisy.double()[:, shuffle].numpy(), maximize=True)
+    assert acc == float(np.sum(cols[shuffle] == rows)) / Q == utils.linear_matching(None, None, None, None, noisy)
+    assert np.array_equal(assignment, shuffle[cols]) and sorted(assignment) == list(range(Q))
+    assert acc == float(np.mean(assignment == np.arange(Q)))
+
+
+@pytest.mark.parametrize("options", [dict(solver="scipy"), dict(solver="fast"),
+                                     dict(solver="fast", init="kernel_local_CKA", polish=True),
+                                     dict(solver="fast", init="barycenter")],
+                         ids=["scipy", "fast", "fast-warm-polish", "fast-barycenter"])
+def test_qap_recovers_a_planted_permutation_as_an_assignment(options):
+    sb, tb, sq, tq = views(30, 25, seed=1)
+    sigma = torch.randperm(25, generator=torch.Generator().manual_seed(2))
+    acc, info = matching.qap(sb, tb, sq, tq[sigma], restarts=4, seed=1, progress=False, **options)
+    assert set(info) == {"objective", "restarts", "assignment"}
+    assert info["assignment"].dtype == np.int64
+    assert np.array_equal(info["assignment"], torch.argsort(sigma).numpy())  # source i -> its own target
+    assert acc == float(np.mean(info["assignment"] == np.arange(25)))
+    assert isinstance(info["objective"], float) and info["restarts"] == (1 if "barycenter" in options.values() else 4)
+
+
+def test_qap_scipy_is_the_papers_qap_matching():
+    sb, tb, sq, tq = views(20, 20, seed=3, noise=0.5)
+    acc, info = matching.qap(sb, tb, sq, tq, solver="scipy", restarts=3, seed=4, progress=False)
+    assert utils.qap_matching(sb, tb, sq, tq, None, restarts=3, seed=4, progress=False, return_info=True) == (
+        acc, {"objective": info["objective"], "restarts": 3})
+
+
+def test_qap_fast_options():
+    sb, tb, sq, tq = views(20, 30, seed=5, noise=1.0)
+    run_all = matching.qap(sb, tb, sq, tq, restarts=16, seed=0, patience=0, progress=False)[1]
+    assert run_all["restarts"] == 16  # patience 0: never stop early (run.py's "0: never")
+    assert matching.qap(sb, tb, sq, tq, restarts=16, seed=0, patience=None, progress=False)[1]["restarts"] == 16
+    assert matching.qap(sb, tb, sq, tq, restarts=16, seed=0, patience=1, progress=False)[1]["restarts"] < 16
+    A, B, shuffle, n = utils.qap_inputs(sb, tb, sq, tq)
+    unshuffle = torch.argsort(shuffle).numpy()
+
+    def score(assignment):  # the objective of an assignment given in the unshuffled order
+        perm = np.concatenate([np.arange(n), n + unshuffle[assignment]])
+        return float((A * B[perm][:, perm]).sum())
+
+    plain = matching.qap(sb, tb, sq, tq, restarts=4, seed=0, progress=False)[1]
+    polished = matching.qap(sb, tb, sq, tq, restarts=4, seed=0, polish=True, progress=False)[1]
+    for info in (plain, polished):
+        assert info["objective"] == pytest.approx(score(info["assignment"]), rel=1e-12, abs=0)
+    assert polished["objective"] > plain["objective"]  # this problem has a pair swap to make
+    assert matching.qap(sb, tb, sq, tq, restarts=4, seed=0, progress=False)[1]["objective"] == plain["objective"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(solver="magic"), "--qap-solver magic"),
+    (dict(init="magic"), "--qap-init magic"),
+    (dict(restarts=0), "--restarts 0"),
+    (dict(patience=-1), "--qap-patience -1"),
+    (dict(solver="scipy", init="relative"), "--qap-init relative needs --qap-solver fast"),
+    (dict(solver="scipy", init="barycenter"), "--qap-init barycenter needs --qap-solver fast"),
+    (dict(solver="scipy", polish=True), "--qap-polish needs --qap-solver fast"),
+])
+def test_bad_qap_options_are_usage_errors_before_any_work(options, message, monkeypatch):
+    with pytest.raises(UsageError, match=message):
+        matching.check_qap_options(**options)
+    monkeypatch.setattr(utils, "qap_inputs", lambda *a, **k: pytest.fail("built the problem"))
+    with pytest.raises(UsageError, match=message):
+        matching.qap(None, None, None, None, progress=False, **options)
+
+
+def test_good_qap_options_pass():
+    for solver in matching.SOLVERS:
+        matching.check_qap_options(solver=solver, restarts=1, patience=0)
+    for init in matching.QAP_INITS:
+        matching.check_qap_options(init=init, patience=None, polish=True)
+    assert set(matching.WARM_GRAPHS) < set(matching.QAP_INITS)

@@ -93,11 +93,29 @@ def test_cka_matches_plain_definition():
 
 
 def test_rbf_median_is_lower_middle_of_nonzero_distances():
-    X = torch.tensor([[0.0], [1.0], [3.0], [3.0]], dtype=F64)  # one duplicate pair: a zero off the diagonal
-    # nonzero squared distances (both triangles): 1, 9, 9, 4, 4 -> twice each: 1 1 4 4 4 4 9 9 9 9
-    K = utils.rbf(X)
-    sigma2 = 4.0
-    assert torch.allclose(K[0, 1], torch.exp(torch.tensor(-1.0 / (2 * sigma2), dtype=F64)))
+    # nonzero squared distances 1, 4, 9, 16, 36, 49, each twice (both triangles): 12 values whose middle two
+    # differ. Lower middle 9; the upper middle (16), their mean (12.5) and a median that keeps the diagonal's
+    # zeros (4) all give another sigma.
+    X = torch.tensor([[0.0], [1.0], [3.0], [7.0]], dtype=F64)
+    D = (X - X.T) ** 2
+    assert torch.allclose(utils.rbf(X), torch.exp(-D / (2 * 9.0)), atol=1e-15, rtol=0)
+    assert torch.allclose(utils.rbf(X), plain_rbf(X), atol=1e-15, rtol=0)
+    # zeros off the diagonal (duplicate rows) are left out too: 0 0 1 1 4 -> nonzero 1 (x8), 9 (x4), 16 (x4),
+    # lower middle 1, upper middle 9
+    X = torch.tensor([[0.0], [0.0], [1.0], [1.0], [4.0]], dtype=F64)
+    D = (X - X.T) ** 2
+    assert torch.allclose(utils.rbf(X), torch.exp(-D / 2.0), atol=1e-15, rtol=0)
+
+
+def test_kernels_are_exactly_symmetric():
+    # the QAP solver's cheap branch needs exact symmetry: distances are symmetric by construction, the
+    # centred kernels are symmetrised (centring alone rounds [i, j] and [j, i] differently)
+    for dtype in (torch.float32, F64):
+        X, _ = paired(70, 12, 3, dtype=dtype)
+        D = utils._sq_dists(X)
+        assert torch.equal(D, D.T) and torch.equal(utils.rbf(X), utils.rbf(X).T)
+        for C in (utils.centered_scaled_corr_rbf(X), utils.centered_scaled_corr(X)):
+            assert torch.equal(C, C.T)
 
 
 def test_cka_properties():
@@ -140,6 +158,18 @@ def test_local_cka_with_duplicated_rows_and_constant_dims(fast, cka):
     Y[1] = Y[0]                        # duplicated anchors
     sb, sq, tb, tq = X[:40], X[40:], Y[:40], Y[40:]
     assert (fast(sb, tb, sq, tq) - plain_local(cka, sb, tb, sq, tq)).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("fast, cka", [(utils.linear_local_CKA, plain_linear_cka),
+                                       (utils.kernel_local_CKA, plain_kernel_cka)], ids=["linear", "kernel"])
+def test_local_cka_with_one_anchor(fast, cka):
+    # --b 1: every set has two rows (the kernel's median is their one nonzero distance); CKA is then 1
+    X, Y = paired(13, 5, 4, seed=16)
+    sb, sq, tb, tq = X[:1], X[1:], Y[:1], Y[1:]
+    got = fast(sb, tb, sq, tq)
+    assert got.shape == (12, 12)
+    assert (got - plain_local(cka, sb, tb, sq, tq)).abs().max() < 1e-12
+    assert (got - 1).abs().max() < 1e-12
 
 
 def test_kernel_local_cka_chunking_and_float32():
@@ -250,6 +280,35 @@ def test_stretch_divides_by_std_and_leaves_constant_dims(caplog):
 def _legacy(seed, n, k):
     np.random.seed(seed)
     return np.random.choice(n, k, replace=False)
+
+
+def _global_shuffle(n):
+    torch.manual_seed(0)
+    return torch.randperm(n)
+
+
+def _np_state_equal(a, b):
+    return a[0] == b[0] and np.array_equal(a[1], b[1]) and a[2:] == b[2:]
+
+
+def test_draws_are_the_papers_and_leave_the_global_generators_alone():
+    np.random.seed(1234)
+    torch.manual_seed(1234)
+    np_before, torch_before = np.random.get_state(), torch.get_rng_state()
+    cases = [(0, 200, 30), (1, 5000, 320), (2, 10, 10), (7, 100000, 500)]
+    rows = [utils._legacy_choice(seed, n, k) for seed, n, k in cases]
+    shuffles = [utils._query_shuffle(n) for n in (1, 30, 500, 5000)]
+    g = torch.Generator().manual_seed(3)
+    utils.linear_matching(None, None, None, None, torch.randn(20, 20, generator=g, dtype=F64))
+    S = torch.randn(60, 4, generator=g, dtype=F64)
+    utils.get_data_sep(0, 1, 10, 20, S, S, S, S, None, None, 0, True, False)
+    assert _np_state_equal(np.random.get_state(), np_before)
+    assert torch.equal(torch.get_rng_state(), torch_before)
+    # the very same draws as the paper's global seeding
+    for (seed, n, k), got in zip(cases, rows):
+        assert np.array_equal(got, _legacy(seed, n, k))
+    for n, got in zip((1, 30, 500, 5000), shuffles):
+        assert torch.equal(got, _global_shuffle(n))
 
 
 def test_get_data_sep_picks_the_papers_rows():

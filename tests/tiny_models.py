@@ -47,8 +47,11 @@ def _tokenizer(path, bos="<s>", eos="</s>"):
     fast.save_pretrained(path)
 
 
-def _save(model, processor, path):
+def _save(build, processor, path):
+    """Build the model with the global generator seeded first (weights are drawn at construction, so
+    every build gives the same weights), then save it and its processor."""
     torch.manual_seed(0)
+    model = build()
     model.save_pretrained(path)
     if processor is not None:
         processor.save_pretrained(path)
@@ -60,19 +63,21 @@ def dinov2(path):
     cfg = T.Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                          image_size=32, patch_size=8)
     proc = T.BitImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32})
-    return _save(T.Dinov2Model(cfg), proc, path)
+    return _save(lambda: T.Dinov2Model(cfg), proc, path)
 
 
 def convnext(path):
     import transformers as T
     cfg = T.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2)
-    return _save(T.ConvNextForImageClassification(cfg), T.ConvNextImageProcessor(size={"shortest_edge": 32}), path)
+    proc = T.ConvNextImageProcessor(size={"shortest_edge": 32})
+    return _save(lambda: T.ConvNextForImageClassification(cfg), proc, path)
 
 
 def resnet(path):
     import transformers as T
     cfg = T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
-    return _save(T.ResNetForImageClassification(cfg), T.ConvNextImageProcessor(size={"shortest_edge": 32}), path)
+    proc = T.ConvNextImageProcessor(size={"shortest_edge": 32})
+    return _save(lambda: T.ResNetForImageClassification(cfg), proc, path)
 
 
 def segformer(path, segment=False):
@@ -80,8 +85,8 @@ def segformer(path, segment=False):
     cfg = T.SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
                             num_attention_heads=[1, 2], patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2],
                             decoder_hidden_size=16, num_labels=3)
-    model = T.SegformerForSemanticSegmentation(cfg) if segment else T.SegformerModel(cfg)
-    return _save(model, T.SegformerImageProcessor(size={"height": 32, "width": 32}), path)
+    model = T.SegformerForSemanticSegmentation if segment else T.SegformerModel
+    return _save(lambda: model(cfg), T.SegformerImageProcessor(size={"height": 32, "width": 32}), path)
 
 
 def dpt(path):
@@ -89,8 +94,8 @@ def dpt(path):
     cfg = T.DPTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
                       image_size=32, patch_size=8, backbone_out_indices=[0, 1], neck_hidden_sizes=[8, 16],
                       reassemble_factors=[2, 1], fusion_hidden_size=16)
-    return _save(T.DPTModel(cfg, add_pooling_layer=False), T.DPTImageProcessor(size={"height": 32, "width": 32}),
-                 path)
+    proc = T.DPTImageProcessor(size={"height": 32, "width": 32})
+    return _save(lambda: T.DPTModel(cfg, add_pooling_layer=False), proc, path)
 
 
 def sam(path):
@@ -104,7 +109,7 @@ def sam(path):
     cfg = T.SamConfig(vision_config=vision.to_dict(), prompt_encoder_config=prompt.to_dict(),
                       mask_decoder_config=decoder.to_dict())
     proc = T.SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
-    return _save(T.SamModel(cfg), proc, path)
+    return _save(lambda: T.SamModel(cfg), proc, path)
 
 
 def detr(path):
@@ -115,7 +120,7 @@ def detr(path):
                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
                        decoder_ffn_dim=32, num_queries=5)
     proc = T.DetrImageProcessor(size={"shortest_edge": 32, "longest_edge": 48})
-    return _save(T.DetrModel(cfg), proc, path)
+    return _save(lambda: T.DetrModel(cfg), proc, path)
 
 
 def clip(path):
@@ -126,7 +131,7 @@ def clip(path):
                   image_size=32, patch_size=8)
     cfg = T.CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)
     proc = T.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    _save(T.CLIPModel(cfg), proc, path)
+    _save(lambda: T.CLIPModel(cfg), proc, path)
     _tokenizer(path)
     return path
 
@@ -136,7 +141,7 @@ def bert_text(path):
     import transformers as T
     cfg = T.BertConfig(vocab_size=len(WORDS), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                        intermediate_size=32, max_position_embeddings=32)
-    _save(T.BertModel(cfg), None, path)
+    _save(lambda: T.BertModel(cfg), None, path)
     _tokenizer(path, bos="[CLS]", eos="[SEP]")
     return path
 
