@@ -146,8 +146,7 @@ def test_list_layers_prints_paths_and_shapes(ds, tmp_path, capsys):
 
 
 def test_random_init_is_deterministic_reads_no_weights_and_differs(ds, tmp_path):
-    torch.manual_seed(123)  # the saved "pretrained" weights come from another seed than random:'s 0
-    w = tm.dinov2(tmp_path / "m")
+    w = tm.dinov2(tmp_path / "m", seed=123)  # "pretrained" weights from another seed than random:'s 0
     assert run_embeds(ds, "dinov2", w, data_dir="pre") == 0
     for p in w.glob("*.safetensors"):
         p.unlink()  # random: builds from the config alone

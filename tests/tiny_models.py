@@ -47,10 +47,10 @@ def _tokenizer(path, bos="<s>", eos="</s>"):
     fast.save_pretrained(path)
 
 
-def _save(build, processor, path):
+def _save(build, processor, path, seed=0):
     """Build the model with the global generator seeded first (weights are drawn at construction, so
     every build gives the same weights), then save it and its processor."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build()
     model.save_pretrained(path)
     if processor is not None:
@@ -58,12 +58,12 @@ def _save(build, processor, path):
     return path
 
 
-def dinov2(path):
+def dinov2(path, seed=0):
     import transformers as T
     cfg = T.Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                          image_size=32, patch_size=8)
     proc = T.BitImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32})
-    return _save(lambda: T.Dinov2Model(cfg), proc, path)
+    return _save(lambda: T.Dinov2Model(cfg), proc, path, seed)
 
 
 def convnext(path):
