@@ -300,13 +300,7 @@ def _common(cfg):
 
 def alignment(draw, permutations=0, seed=0):
     """The registry's metrics of the paired anchors + queries (float64, CPU), with permutation nulls."""
-    X = torch.cat([draw.sb, draw.sq]).detach().cpu().double()
-    Y = torch.cat([draw.tb, draw.tq]).detach().cpu().double()
-    values = metrics.measure_all(X, Y)
-    if permutations:
-        for name, (mean, std, z) in metrics.permutation_null(X, Y, permutations, seed=seed).items():
-            values[f"{name}_null"], values[f"{name}_z"] = mean, z
-    return values
+    return metrics.metric_row(torch.cat([draw.sb, draw.sq]), torch.cat([draw.tb, draw.tq]), permutations, seed)
 
 
 def run_group(group: Group, device, progress=True):
