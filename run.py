@@ -33,11 +33,17 @@ DEMOS = {
 DEMO_DATA = dict(base_data="flickr1k", query_data="flickr1k", base_samples=320, query_samples=500,
                  clustering_mode=0, seeds=(0, 1, 2))
 DEMO_NOTE = """\
-What these numbers mean: {q} flickr8k captions are matched to their {q} photos (chance: 1/{q} = {chance:.1%})
-using {b} known image-caption pairs as anchors, with no training, averaged over seeds 0 1 2. The encoders are
-small real models (EfficientNet-Lite0/1/2 ImageNet classifiers; all-MiniLM-L6-v2 and all-mpnet-base-v2),
-far weaker than the paper's, so expect far lower accuracy than its COCO/NoCaps tables. *_acc: fraction of
-captions assigned their own photo; *_top1: fraction whose photo is scored best (qap only matches)."""
+What these numbers mean: {q} flickr8k captions (all-MiniLM-L6-v2 or all-mpnet-base-v2) are matched to their
+{q} photos (chance: 1/{q} = {chance:.1%}) using {b} known image-caption pairs as anchors, with no training,
+averaged over seeds 0 1 2. *_acc: fraction of captions assigned their own photo; *_top1: fraction whose photo
+is scored best (qap only matches); the CKA columns and mutual_knn / cknna measure how alike the two spaces
+are on the same rows. {what}"""
+DEMO_WHAT = {
+    "figure1": "The image encoders are small ImageNet classifiers (EfficientNet-Lite0/1/2), far weaker and "
+               "more alike than the paper's ~30, so expect a narrow spread and low accuracy.",
+    "depth": "One image encoder (EfficientNet-Lite0) at six depths and its final layer, plus two controls "
+             "that learned nothing: 16 x 16 pixels and a randomly initialised Lite0.",
+}
 
 
 def build_parser():
@@ -168,7 +174,8 @@ def main(argv=None):
         print(f"appended {len(avgs)} row(s) to {configs[0].output_paths()['summary']}")
         if args.demo:
             q = DEMO_DATA["query_samples"]
-            print("\n" + DEMO_NOTE.format(q=q, b=DEMO_DATA["base_samples"], chance=1 / q))
+            print("\n" + DEMO_NOTE.format(q=q, b=DEMO_DATA["base_samples"], chance=1 / q,
+                                           what=DEMO_WHAT[args.demo]))
         return 0
 
     return run_main(build_parser(), argv, body)

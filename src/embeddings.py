@@ -86,6 +86,10 @@ def atomic_write_text(path, text):
     _atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def atomic_write_bytes(path, data):
+    _atomic(path, lambda f: f.write(data))
+
+
 def save_embeddings(tensor, path, meta):
     """Write the N x D float32 tensor and its JSON sidecar (sidecar first: a .pt never lacks one)."""
     tensor = tensor.detach().to("cpu", torch.float32).contiguous()

@@ -12,9 +12,7 @@ Older result files lack some columns: a missing ``task`` is ``captions``, a miss
 import io
 import logging
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from . import metrics
+from .embeddings import atomic_write_bytes
 from .errors import DataError, UsageError
 from .names import FINAL, parse_model, parse_side
 
@@ -294,21 +293,6 @@ def layer_series(table, vary=None):
             for members in series.values() if len(members) > 1]
 
 
-def _write_atomic(path, data):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _check_metric(table, x):
     if x not in table.columns:
         present = [c for c in table.columns if c in metrics.metric_columns(1)]
@@ -368,7 +352,7 @@ def draw_figure(table, path, x="kernel_cka", title=None):
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=150)
-    _write_atomic(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     for m, (r, rho) in corrs.items():
         _logger.info("%s: %s vs matching accuracy: pearson %.4f, spearman %.4f", m, x, r, rho)
     return corrs
@@ -379,8 +363,12 @@ def draw_figure(table, path, x="kernel_cka", title=None):
 # ----------------------------------------------------------------------------------------------------------
 
 def format_table(table):
-    """A fixed-width text table, floats to 4 decimals."""
-    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    """A fixed-width text table, floats to 4 decimals; key columns that are the same in every row are
+    said once above it."""
+    same = [c for c in KEY_COLUMNS if c in table and len(table) > 1 and table[c].nunique(dropna=False) == 1]
+    head = ", ".join(f"{c}: {table[c].iloc[0]}" for c in same)
+    body = table.drop(columns=same).to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    return (f"{head}\n" if head else "") + body
 
 
 def write_report(rows, results_dir, x="kernel_cka", figure_name="figure1.png"):
@@ -393,7 +381,7 @@ def write_report(rows, results_dir, x="kernel_cka", figure_name="figure1.png"):
     results_dir = Path(results_dir)
     table_path, figure_path = results_dir / TABLE_NAME, results_dir / figure_name
     _check_metric(table, x)  # refuse before writing anything
-    _write_atomic(table_path, table.to_csv(index=False).encode("utf-8"))
+    atomic_write_bytes(table_path, table.to_csv(index=False).encode("utf-8"))
     draw_figure(table, figure_path, x)
     text = format_table(table) + "\n\n" + "\n".join(correlation_lines(table, x))
     return table_path, figure_path, text
