@@ -45,9 +45,13 @@ def _prepare(X, Y):
     return X, Y
 
 
+class TooFewRows(DataError):
+    """A metric is not defined for this few rows."""
+
+
 def _check_rows(n, need, what):
     if n < need:
-        raise DataError(f"{what} needs at least {need} rows, got {n}")
+        raise TooFewRows(f"{what} needs at least {need} rows, got {n}")
 
 
 def _check_k(k, n, least=1):
@@ -55,7 +59,7 @@ def _check_k(k, n, least=1):
         raise UsageError(f"k must be an integer >= {least}, got {k!r}")
     if k >= n:
         # self is excluded, so a row has only n - 1 neighbours
-        raise DataError(f"k = {k} neighbours need more than k rows (self excluded), got {n} rows")
+        raise TooFewRows(f"k = {k} neighbours need more than k rows (self excluded), got {n} rows")
 
 
 def _normalise(X):
@@ -171,9 +175,16 @@ def measure(name, X, Y, **kwargs):
 
 
 def measure_all(X, Y):
-    """{name: value} for every metric, in registry order."""
+    """{name: value} for every metric, in registry order. A metric that needs more rows than there are
+    (k = 10 neighbours need 11, unbiased HSIC 4) is nan, so that small runs still get the others."""
     X, Y = _prepare(X, Y)  # once, not per metric
-    return {name: fn(X, Y) for name, fn in METRICS.items()}
+    out = {}
+    for name, fn in METRICS.items():
+        try:
+            out[name] = fn(X, Y)
+        except TooFewRows:
+            out[name] = float("nan")
+    return out
 
 
 def permutation_null(X, Y, n_permutations, seed=0, values=None):
