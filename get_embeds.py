@@ -115,6 +115,9 @@ def _one_input(encoder, dataset, modality):
 def main(argv=None):
     def body(args):
         name = parse_model(args.model)
+        if not args.dataset or any(c in args.dataset for c in "/\\") or args.dataset in (".", ".."):
+            raise UsageError(f"--d {args.dataset!r}: a dataset name becomes part of a file name, so it cannot be "
+                             f"empty or hold / or \\ (the folders go in --images and --captions)")
         if args.layers and name.layer:
             raise UsageError(f"--m {args.model} --layers: give the layer in the name or with --layers, not both")
         layers = list(dict.fromkeys(args.layers or [name.layer or FINAL]))

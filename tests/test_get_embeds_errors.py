@@ -228,3 +228,29 @@ def test_hint_for_a_classification_dataset(tmp_path):
     cmd = get_embeds_command("cls", "pixels", path)
     assert "--images ROOT" in cmd and "--captions" not in cmd and cmd.endswith("--overwrite")
     assert get_embeds_command("coco", "dinov2") == "python get_embeds.py --m dinov2 --d coco"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Found by hand
+# ----------------------------------------------------------------------------------------------------------
+
+def test_folder_and_file_swapped(ds, capsys):
+    img, cap = ds
+    assert get_embeds.main(["--m", "pixels", "--d", "t", "--images", str(img), "--captions", str(img.parent),
+                            "-q"]) == 1
+    assert "is a folder: pass the COCO-format captions json" in capsys.readouterr().err
+    assert get_embeds.main(["--m", "pixels", "--d", "t", "--images", str(cap), "--captions", str(cap), "-q"]) == 1
+    assert "is a file: pass the folder" in capsys.readouterr().err
+
+
+def test_missing_weights_path_is_named_not_a_cache_miss(ds, capsys):
+    assert run_embeds(ds, "efficientnet_lite0", "--weights", "/no/such/weights") == 1
+    err = capsys.readouterr().err
+    assert "--weights /no/such/weights does not exist" in err and "cache" not in err
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", ""])
+def test_dataset_name_that_is_not_a_file_name_part(ds, tmp_path, capsys, name):
+    assert run_embeds(ds, "pixels", "--d", name) == 2
+    assert "dataset name" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
