@@ -18,11 +18,13 @@ from datetime import datetime, timezone
 import torch
 import torch.distributed as dist
 
-from src.cli import ArgumentParser, UsageError, add_device_args, resolve_device, run_main
+from src.cli import (ArgumentParser, UsageError, add_device_args, batch_size_arg, non_negative_int, positive_int,
+                     quiet_output, resolve_device, run_main)
 from src.datasets import ClassesDataset, load_dataset, open_rgb
 from src.embeddings import embedding_path, save_embeddings
 from src.encoders import REGISTRY, get_spec, load_encoder
-from src.extraction import PRECISIONS, extract_class_texts, extract_layers, remove_partial
+from src.extraction import (AUTO_BATCH_DEFAULT, PRECISIONS, extract_class_texts, extract_layers, remove_partial,
+                            resolve_batch_size)
 from src.names import FINAL, parse_model
 
 
@@ -53,16 +55,19 @@ def build_parser():
     p.add_argument("--templates", default=None,
                    help="classification: prompt templates with {} for the class name, a json list or a text file "
                         "one a line (None: CLIP's 7-template ensemble, DEFAULT_TEMPLATES in src/datasets.py)")
-    p.add_argument("-b", "--batch-size", type=int, default=32, help="images per batch")
-    p.add_argument("-j", "--num-workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="DataLoader workers decoding images")
+    p.add_argument("-b", "--batch-size", type=batch_size_arg, default="auto",
+                   help=f"images a batch (for text: the captions of that many images, or that many class "
+                        f"prompts); auto: images 1 a batch on the CPU (faster there than batches), "
+                        f"{AUTO_BATCH_DEFAULT} on a GPU; text {AUTO_BATCH_DEFAULT} everywhere")
+    p.add_argument("-j", "--num-workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
+                   help="DataLoader workers decoding images (0: decode in the main process)")
     add_device_args(p)
     p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                    help="fp32 (faithful) or autocast bf16 / fp16; rows are always saved as float32")
     p.add_argument("--data-dir", default="data", help="where the .pt files and their sidecars go")
     p.add_argument("--weights", default=None,
                    help="load the model from this local folder (save_pretrained) or file instead of the hub")
-    p.add_argument("--chunk-size", type=int, default=512, help="images per saved chunk (resume granularity)")
+    p.add_argument("--chunk-size", type=positive_int, default=512, help="images per saved chunk (resume granularity)")
     p.add_argument("--skip-missing", action="store_true",
                    help="drop images that are missing, undecodable or without captions (from both modalities)")
     p.add_argument("--overwrite", action="store_true", help="recompute outputs that exist")
@@ -110,13 +115,14 @@ def _one_input(encoder, dataset, modality):
 def main(argv=None):
     def body(args):
         name = parse_model(args.model)
+        if not args.dataset or any(c in args.dataset for c in "/\\") or args.dataset in (".", ".."):
+            raise UsageError(f"--d {args.dataset!r}: a dataset name becomes part of a file name, so it cannot be "
+                             f"empty or hold / or \\ (the folders go in --images and --captions)")
         if args.layers and name.layer:
             raise UsageError(f"--m {args.model} --layers: give the layer in the name or with --layers, not both")
         layers = list(dict.fromkeys(args.layers or [name.layer or FINAL]))
         base = name.at(None)
         spec = get_spec(base.base)
-        if args.batch_size < 1 or args.chunk_size < 1:
-            raise UsageError("--batch-size and --chunk-size must be at least 1")
 
         def path(layer, modality):
             return embedding_path(args.data_dir, args.dataset, base.at(layer), modality)
@@ -127,13 +133,15 @@ def main(argv=None):
             return 0
         rank, world, device = _distributed(args.device, args.gpu)
         try:
-            dataset = load_dataset(args.dataset, args.images, args.captions, args.skip_missing,
-                                   classes=args.classes, templates=args.templates)
+            with quiet_output(args.quiet):  # pycocotools prints while it reads the captions
+                dataset = load_dataset(args.dataset, args.images, args.captions, args.skip_missing,
+                                       classes=args.classes, templates=args.templates)
             classes = isinstance(dataset, ClassesDataset)
             if classes and taps_of(layers) and "text" in spec.modalities:
                 raise UsageError("layer taps of a text model on a classification dataset are not supported: "
                                  "its rows are prompt ensembles of the final embeddings")
-            encoder = load_encoder(base, device, args.weights)
+            with quiet_output(args.quiet):  # weights loading prints and draws progress bars
+                encoder = load_encoder(base, device, args.weights)
             taps = taps_of(layers)
             encoder.check_layers(taps)  # before any extraction: a typo costs nothing
             if args.list_layers or taps:
@@ -162,11 +170,12 @@ def main(argv=None):
                         todo[layer] = path(layer, modality)
                 if not todo:
                     continue
+                batch_size = resolve_batch_size(args.batch_size, device, modality)
                 if classes and modality == "text":  # one row per class: the mean over the prompt templates
-                    rows = {FINAL: extract_class_texts(encoder, dataset, args.batch_size, args.precision,
+                    rows = {FINAL: extract_class_texts(encoder, dataset, batch_size, args.precision,
                                                        progress=not args.quiet and rank == 0)}
                 else:
-                    rows = extract_layers(encoder, dataset, modality, todo, args.batch_size, args.num_workers,
+                    rows = extract_layers(encoder, dataset, modality, todo, batch_size, args.num_workers,
                                           args.precision, args.chunk_size, rank, world, progress=not args.quiet)
                 if rank != 0:
                     continue
@@ -181,7 +190,7 @@ def main(argv=None):
                             "modality": modality, "dataset": args.dataset, "images": str(dataset.image_dir),
                             "captions": str(dataset.captions_file), "image_ids": dataset.ids,
                             "dropped": {str(k): v for k, v in dataset.dropped.items()},
-                            "precision": args.precision, "versions": _versions(),
+                            "precision": args.precision, "batch_size": batch_size, "versions": _versions(),
                             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
                     if classes:
                         meta.update(dataset.sidecar(modality))

@@ -8,6 +8,7 @@ images/s of
 and the ratios batched / paper and batched / bare, measured in one run.
 
     python benchmarks/bench_extract.py --images ../shared/data/flickr8k-1k/images
+    python benchmarks/bench_extract.py --batch-size 32            # the old CPU default, for comparison
     python benchmarks/bench_extract.py --device cuda --batch-size 128 --workers 8     # on a GPU
     python benchmarks/bench_extract.py --device cuda --model dinov2 --random-dinov2-large /tmp/d2l
         # the paper's DINOv2-L architecture with random weights (throughput only; no hub needed)
@@ -26,7 +27,7 @@ import torch  # noqa: E402
 
 from src.datasets import load_dataset, open_rgb  # noqa: E402
 from src.encoders import load_encoder  # noqa: E402
-from src.extraction import extract  # noqa: E402
+from src.extraction import extract, resolve_batch_size  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,8 @@ def main():
     p.add_argument("--captions", default=None, help="default: captions.json beside --images")
     p.add_argument("--n", type=int, default=256, help="photos")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", default="auto",
+                   help="images a batch, or auto: get_embeds' default (1 on the CPU, 32 on a GPU)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--repeat", type=int, default=1,
                    help="go over the photos this many times (a longer run amortises worker start-up)")
@@ -66,6 +68,8 @@ def main():
                         "preprocessing) to DIR and use it as --weights")
     args = p.parse_args()
     dev = torch.device(args.device)
+    args.batch_size = resolve_batch_size(args.batch_size if args.batch_size == "auto" else int(args.batch_size),
+                                         dev, "img")
     captions = Path(args.captions or Path(args.images).parent / "captions.json")
     cap = json.loads(captions.read_text())
     keep = set(sorted(i["id"] for i in cap["images"])[:args.n])

@@ -1,6 +1,8 @@
 """What the three scripts share: expected errors mapped to exit codes, device choice, logging."""
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import warnings
 
@@ -33,7 +35,8 @@ def run_main(parser, argv, body):
         return e.code
     setup_logging(getattr(args, "quiet", False))
     try:
-        return body(args) or 0
+        with library_verbosity(getattr(args, "quiet", False)):
+            return body(args) or 0
     except ScriptError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -46,6 +49,87 @@ def setup_logging(quiet=False):
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s", force=True)
     logging.captureWarnings(True)
+
+
+@contextlib.contextmanager
+def library_verbosity(quiet):
+    """With quiet: transformers' logs below errors and the progress bars of transformers and
+    huggingface_hub (e.g. "Loading weights") off for the duration; restored afterwards (tests call main()
+    many times in one process)."""
+    if not quiet:
+        yield
+        return
+    undo = []
+    try:
+        try:
+            from transformers.utils import logging as hf_logging
+            level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+            undo.append(lambda: (hf_logging.set_verbosity(level),
+                                 hf_logging.enable_progress_bar() if bars else None))
+        except ImportError:
+            pass
+        try:
+            from huggingface_hub.utils import (are_progress_bars_disabled, disable_progress_bars,
+                                               enable_progress_bars)
+            if not are_progress_bars_disabled():
+                disable_progress_bars()
+                undo.append(enable_progress_bars)
+        except ImportError:
+            pass
+        yield
+    finally:
+        for f in reversed(undo):
+            f()
+
+
+@contextlib.contextmanager
+def quiet_output(quiet):
+    """With quiet: what libraries print to stdout / stderr while the block runs (pycocotools' "loading
+    annotations into memory...", efficientnet's "Loaded pretrained weights", tqdm bars) goes nowhere.
+    Logging keeps its own stream, so warnings still show; exceptions pass through and are reported by
+    run_main after the block. Use it around loading only, never around what the script itself prints."""
+    if not quiet:
+        yield
+        return
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        yield
+
+
+def batch_size_arg(text):
+    """argparse type of -b: "auto" or an int >= 1."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or auto")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
+def positive_int(text):
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
+def non_negative_int(text):
+    """argparse type: an int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
 
 
 def add_device_args(parser):

@@ -46,6 +46,10 @@ def resolve_locations(dataset, images=None, captions=None):
         raise UsageError(f"dataset {dataset!r} is not coco or nocaps: pass --images DIR and --captions FILE "
                          f"(a COCO-format captions json)")
     images, captions = Path(images), Path(captions)
+    if images.is_file():
+        raise DataError(f"--images {images} is a file: pass the folder that holds the images")
+    if captions.is_dir():
+        raise DataError(f"--captions {captions} is a folder: pass the COCO-format captions json file")
     if not images.is_dir():
         raise DataError(f"images folder {images} does not exist (--images"
                         + (f" or {KNOWN[dataset][0]})" if dataset in KNOWN else ")"))
@@ -124,7 +128,20 @@ def load_dataset(name, images=None, captions=None, skip_missing=False, classes=N
 
 
 def open_rgb(path):
+    """The image as 8-bit RGB, for any mode PIL opens. convert("RGB") is right for L, LA, P, CMYK, RGBA, ...
+    but clips 16-bit and 32-bit greyscale (I;16*, I) to 0..255, which turns most pixels white: those are
+    scaled to 8 bits first (I;16*: always; I: when a value exceeds 255). Palette images with transparency go
+    through RGBA (the same colours, without PIL's warning)."""
     with Image.open(path) as im:
+        im.load()
+        if im.mode.startswith("I;16") or im.mode == "I":
+            import numpy as np
+            a = np.asarray(im).astype(np.float64)
+            if im.mode != "I" or a.max() > 255:
+                a = a / 257.0
+            return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8)).convert("RGB")
+        if im.mode in ("P", "PA") and "transparency" in im.info:
+            return im.convert("RGBA").convert("RGB")
         return im.convert("RGB")
 
 

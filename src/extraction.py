@@ -31,6 +31,20 @@ _logger = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+# -b auto: images a batch by device type. On a CPU one image a batch is fastest (measured with
+# benchmarks/bench_extract.py on 2 cores: batches of 32 ran slower than the paper's one-image loop); on a
+# GPU batches keep it busy. Text batches stay at 32 images' captions everywhere: on the CPU batching
+# captions is faster than one image's captions at a time (see README, Speed).
+AUTO_BATCH = {"img": {"cpu": 1}, "text": {}}
+AUTO_BATCH_DEFAULT = 32
+
+
+def resolve_batch_size(batch_size, device, modality):
+    """-b: an int >= 1, or "auto" (AUTO_BATCH by modality and device type, else AUTO_BATCH_DEFAULT)."""
+    if batch_size != "auto":
+        return int(batch_size)
+    return AUTO_BATCH[modality].get(torch.device(device).type, AUTO_BATCH_DEFAULT)
+
 
 def autocast(device, precision):
     """fp32: nothing; bf16 / fp16: torch.autocast on the device (rows are saved as float32 anyway)."""
@@ -48,11 +62,27 @@ class _Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
+        return self.transform(open_rgb(self.paths[i]))
+
+
+def _image_error(paths, transform, error):
+    """The DataError for a batch whose loading failed (error: what the loader raised). A worker's exception
+    reaches us re-formatted by torch, so the batch's images are retried here, in this process, to find the
+    file and its own error; if they all load, the failure was not an image's (e.g. a killed worker) and
+    error itself is re-raised."""
+    for path in paths:
         try:
-            return self.transform(open_rgb(self.paths[i]))
-        except Exception as e:  # name the file, whatever PIL or the processor raised
-            raise RuntimeError(f"image {self.paths[i]} cannot be decoded or processed "
-                               f"({type(e).__name__}: {e})") from e
+            image = open_rgb(path)
+        except Exception as e:  # PIL raises many types for bad files
+            return DataError(f"image {path} cannot be decoded ({type(e).__name__}: {str(e)[:200]}); fix or "
+                             f"remove the file, or re-run with --skip-missing to drop such images")
+        try:
+            transform(image)
+        except Exception as e:  # the model's preprocessing refused it (size, mode, ...)
+            return DataError(f"image {path} decodes but the model's preprocessing fails on it "
+                             f"({type(e).__name__}: {str(e)[:200]}); fix the file (e.g. save it as an ordinary "
+                             f"RGB JPEG) or remove it from the images and the captions json")
+    return error
 
 
 def _chunks(n, chunk_size):
@@ -113,8 +143,9 @@ def extract(encoder, dataset, modality, out_path, batch_size=32, num_workers=4, 
 def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_workers=4, precision="fp32",
                    chunk_size=512, rank=0, world_size=1, progress=True):
     """outputs: {layer: final file path} (``final``: the model's usual row). One forward pass a batch serves
-    every layer. Returns {layer: N x D float32 on the CPU} on rank 0, None on the other ranks."""
+    every layer. batch_size: images (their captions, for text) a batch, or "auto" (resolve_batch_size). Returns {layer: N x D float32 on the CPU} on rank 0, None on the other ranks."""
     layers = list(outputs)
+    batch_size = resolve_batch_size(batch_size, encoder.device, modality)
     if encoder.spec.batch_one and batch_size != 1:
         _logger.info("%s: its processor pads to the largest image of a batch, so it runs one image a batch",
                      encoder.spec.name)
@@ -151,16 +182,18 @@ def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_worke
             loader = DataLoader(_Images(dataset.paths, encoder.transform),
                                 batch_sampler=[b for _, b in batches], num_workers=num_workers,
                                 pin_memory=encoder.device.type == "cuda")
-            try:
-                for (k, b), pixels in zip(batches, loader):
-                    finish(k, encoder.encode("img", encoder.prepare(pixels), layers))
-                    bar.update(len(b))
-            except RuntimeError as e:
-                if "cannot be decoded" in str(e):
-                    msg = str(e).splitlines()
-                    raise DataError(next((m for m in msg if "cannot be decoded" in m), str(e)).strip()
-                                    + "; fix or remove it, or re-run with --skip-missing")
-                raise
+            it = iter(loader)
+            for k, b in batches:  # the loader yields batches in this order, workers or not
+                try:
+                    pixels = next(it)
+                except Exception as e:
+                    error = _image_error([dataset.paths[i] for i in b], encoder.transform, e)
+                    if error is e:
+                        raise
+                    raise error from None
+                finish(k, encoder.encode("img", encoder.prepare(pixels), layers))
+                bar.update(len(b))
+            del it  # shuts the workers down
         else:
             for k, b in batches:
                 finish(k, encoder.encode("text", [dataset.captions[i] for i in b], layers))
@@ -196,6 +229,7 @@ def extract_class_texts(encoder, dataset, batch_size=32, precision="fp32", progr
     per "image" (the mean over one caption is that caption's embedding).
     """
     n_classes, n_templates = len(dataset.class_names), len(dataset.templates)
+    batch_size = resolve_batch_size(batch_size, encoder.device, "text")
     prompts = [p for c in range(n_classes) for p in dataset.prompts(c)]  # class-major: C * T prompts
     encode_texts = getattr(encoder, "encode_texts", None)
     if encode_texts is None:
