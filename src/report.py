@@ -132,6 +132,18 @@ def _sort_value(v):
     return (1, 0.0, _natural(str(v)))
 
 
+SIDE_KEYS = ("source_side", "target_side")
+
+
+def _side_sort(side):
+    """Sides in reading order: models by name, a model's layers in depth order with its final row last,
+    controls (pixels, random:) after the models."""
+    mn = _model(_side_model(side))
+    if mn is None:
+        return (1, (), (), _natural(str(side)))
+    return (int(is_control(mn.text)), _natural(mn.base), natural_layer_key(mn.layer), _natural(str(side)))
+
+
 def _method_order(methods):
     known = [m for m in METHOD_ORDER if m in methods]
     return known + sorted(m for m in methods if m not in METHOD_ORDER)
@@ -183,7 +195,8 @@ def build_table(rows):
             v = _number(slot[m][1].get(src)) if m in slot else float("nan")
             rec[col] = float("nan") if src == "top_1" and v < 0 else v
         out.append(rec)
-    out.sort(key=lambda rec: [_sort_value(rec[c]) for c in KEY_COLUMNS])  # stable
+    out.sort(key=lambda rec: [_side_sort(rec[c]) if c in SIDE_KEYS else _sort_value(rec[c])
+                              for c in KEY_COLUMNS])  # stable
     return pd.DataFrame(out, columns=KEY_COLUMNS + metric_cols + [c for c, _, _ in method_cols])
 
 
