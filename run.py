@@ -169,7 +169,13 @@ def main(argv=None):
             written += [f"wrote {table_path}", f"wrote {figure_path}"]
         else:
             print_table(avgs)
+        chance = sorted({a["query_samples"] for a in avgs})
+        print("\nchance level of matching_acc and top_1: " + ", ".join(f"1/{q} = {1 / q:.2%}" for q in chance))
         print()
+        if len(avgs) > 3:
+            dirs = sorted({str(c.output_paths()[k].parent) for c in configs for k in ("seedwise", "results")})
+            written = [f"wrote {len(avgs)} seedwise and {len(avgs)} averaged CSVs in {' and '.join(dirs)}"] + [
+                w for w in written if not w.endswith(".csv") or w.endswith("table.csv")]
         print("\n".join(written))
         print(f"appended {len(avgs)} row(s) to {configs[0].output_paths()['summary']}")
         if args.demo:

@@ -178,7 +178,9 @@ class Config:
     def name(self):
         """A file name a reader recognises; the hash keeps two different configurations apart."""
         parts = [self.base_data, self.query_data, self._side_part(self.source), self._side_part(self.target),
-                 self.method, f"b{self.base_samples}", f"q{self.query_samples}", f"c{self.clustering_mode}"]
+                 self.method, f"b{self.base_samples}"]
+        # the class tasks query every class that is not an anchor: --q does not apply there
+        parts += [f"q{self.query_samples}", f"c{self.clustering_mode}"] if TASKS[self.task].uses_query_samples else []
         parts += ["str"] if self.stretch else []
         parts += ["vtl"] if self.vtl else []
         parts += [self.task] if self.task != "captions" else []
@@ -328,6 +330,7 @@ def run_group(group: Group, device, progress=True):
                        image_acc=extra.get("image_acc", ""), restarts=info.get("restarts", ""),
                        device=str(device), seconds=round(seconds, 3), created=created,
                        config=cfg.config_hash(), objective=info.get("objective", ""))
+            row.update(draw.extra)  # class tasks: query_samples = the number of query classes
             _logger.info("%s %s -> %s seed %s: matching %.4f top1 %s (%.1f s)", cfg.method, cfg.source,
                          cfg.target, seed2, acc, top_1, seconds)
             rows[cfg].append(row)

@@ -375,13 +375,36 @@ def draw_figure(table, path, x="kernel_cka", title=None):
 # Both
 # ----------------------------------------------------------------------------------------------------------
 
+def side_label(side):
+    """``efficientnet_lite0@_blocks.8:img`` -> ``lite0@_blocks.8``; a language stays (``use:zh``)."""
+    try:
+        parsed = parse_side(side)
+    except UsageError:
+        return str(side)
+    return short_label(parsed.model) + (f":{parsed.lang}" if parsed.lang else "")
+
+
 def format_table(table):
-    """A fixed-width text table, floats to 4 decimals; key columns that are the same in every row are
-    said once above it."""
+    """Fixed-width text, floats to 4 decimals: key columns that are the same in every row said once above,
+    then one block each for the alignment metrics, matching accuracy, top-1 and (class tasks) per-image
+    accuracy, a row per pair (``source -> target``) and a column per metric or method."""
     same = [c for c in KEY_COLUMNS if c in table and len(table) > 1 and table[c].nunique(dropna=False) == 1]
     head = ", ".join(f"{c}: {table[c].iloc[0]}" for c in same)
-    body = table.drop(columns=same).to_string(index=False, float_format=lambda v: f"{v:.4f}")
-    return (f"{head}\n" if head else "") + body
+    pair = [f"{side_label(s)} -> {side_label(t)}" for s, t in zip(table["source_side"], table["target_side"])]
+    rest = [c for c in KEY_COLUMNS if c not in same and c not in SIDE_KEYS]
+    methods = table_methods(table)
+    blocks = [("alignment", [c for c in metrics.metric_columns(1) if c in table], lambda c: c)]
+    for title, suffix in (("matching accuracy", "_acc"), ("top-1", "_top1"), ("image accuracy", "_image_acc")):
+        cols = [f"{m}{suffix}" for m in methods if f"{m}{suffix}" in table]
+        blocks.append((title, cols, lambda c, n=len(suffix): c[:-n]))
+    out = [head] if head else []
+    for title, cols, name in blocks:
+        if not cols:
+            continue
+        block = table[rest + cols].rename(columns={c: name(c) for c in cols})
+        block.insert(0, title, pair)
+        out.append(block.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return "\n\n".join(out)
 
 
 def write_report(rows, results_dir, x="kernel_cka", figure_name="figure1.png"):

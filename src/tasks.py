@@ -161,7 +161,7 @@ class Classes:
             correct = torch.as_tensor(np.asarray(assignment) == np.arange(len(q)))
             return {"image_acc": float((weights * correct).sum() / weights.sum())}
 
-        return Draw(sb, tb, sq, tq, score)
+        return Draw(sb, tb, sq, tq, score, extra={"query_samples": len(q)})
 
 
 class Classify(Classes):
@@ -201,7 +201,7 @@ class Classify(Classes):
                 predicted = np.argsort(assignment)[image_pos]
             return {"image_acc": float(np.mean(predicted == true_pos))}
 
-        return Draw(sb, tb, sq, tq, score, extra={"clusters": k})
+        return Draw(sb, tb, sq, tq, score, extra={"query_samples": k})
 
 
 TASKS = {t.name: t for t in (Captions(), Classes(), Classify())}
