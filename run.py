@@ -33,16 +33,17 @@ DEMOS = {
 DEMO_DATA = dict(base_data="flickr1k", query_data="flickr1k", base_samples=320, query_samples=500,
                  clustering_mode=0, seeds=(0, 1, 2))
 DEMO_NOTE = """\
-What these numbers mean: {q} flickr8k captions (all-MiniLM-L6-v2 or all-mpnet-base-v2) are matched to their
-{q} photos (chance: 1/{q} = {chance:.1%}) using {b} known image-caption pairs as anchors, with no training,
-averaged over seeds 0 1 2. *_acc: fraction of captions assigned their own photo; *_top1: fraction whose photo
-is scored best (qap only matches); the CKA columns and mutual_knn / cknna measure how alike the two spaces
-are on the same rows. {what}"""
+What these numbers mean: {q} flickr8k captions are matched to their {q} photos (chance: 1/{q} = {chance:.1%})
+using {b} known image-caption pairs as anchors, with no training, averaged over seeds 0 1 2. Matching
+accuracy: the fraction of captions assigned their own photo; top-1: the fraction whose photo scores best
+(qap only matches); alignment: how alike the two spaces are on the same rows (CKA variants, mutual k-NN,
+CKNNA). {what}"""
 DEMO_WHAT = {
-    "figure1": "The image encoders are small ImageNet classifiers (EfficientNet-Lite0/1/2), far weaker and "
-               "more alike than the paper's ~30, so expect a narrow spread and low accuracy.",
-    "depth": "One image encoder (EfficientNet-Lite0) at six depths and its final layer, plus two controls "
-             "that learned nothing: 16 x 16 pixels and a randomly initialised Lite0.",
+    "figure1": "Captions by all-MiniLM-L6-v2 or all-mpnet-base-v2;\nphotos by small ImageNet classifiers "
+               "(EfficientNet-Lite0/1/2), far weaker and more alike than the paper's ~30:\nexpect a narrow "
+               "spread and low accuracy.",
+    "depth": "Captions by all-mpnet-base-v2; photos by EfficientNet-Lite0 at six depths and its final "
+             "layer,\nand two controls that learned nothing: 16 x 16 pixels and a randomly initialised Lite0.",
 }
 
 
@@ -94,6 +95,9 @@ def build_parser():
     p.add_argument("--report", action="store_true",
                    help="only make results/table.csv and results/figure1.png from the CSVs in --results-dir")
     p.add_argument("--x", default="kernel_cka", choices=tuple(METRICS), help="the figure's x-axis metric")
+    p.add_argument("--figure", default=None,
+                   help="file name of the figure in --results-dir (default: figure1.png; --demo depth: "
+                        "figure1_depth.png)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
     p.add_argument("--demo", nargs="?", const="figure1", choices=tuple(DEMOS), default=None,
                    help="the bundled flickr1k demo: figure1 (6 model pairs) or depth (Lite0 across depth)")
@@ -148,7 +152,8 @@ def main(argv=None):
             rows = report.read_results(args.results_dir)
             if not rows:
                 raise UsageError(f"{args.results_dir} holds no result CSVs: run some configurations first")
-            _, _, text = report.write_report(rows, args.results_dir, x=args.x)
+            _, _, text = report.write_report(rows, args.results_dir, x=args.x,
+                                             figure_name=args.figure or "figure1.png")
             print(text)
             return 0
         configs = configs_from_args(args)
@@ -162,7 +167,7 @@ def main(argv=None):
                 written += [f"wrote {paths['seedwise']}", f"wrote {paths['results']}"]
         if len(groups) > 1:
             from src import report
-            figure = DEMOS[args.demo]["figure"] if args.demo else "figure1.png"
+            figure = args.figure or (DEMOS[args.demo]["figure"] if args.demo else "figure1.png")
             table_path, figure_path, text = report.write_report(avgs, args.results_dir, x=args.x,
                                                                 figure_name=figure)
             print(text)

@@ -332,7 +332,7 @@ def draw_figure(table, path, x="kernel_cka", title=None):
     fig = Figure(figsize=(8, 5.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    labelled, corrs, any_control = set(), {}, False
+    corrs, any_control = {}, False
     for i, method in enumerate(table_methods(table)):
         color = f"C{i % 10}"
         corrs[method] = r, rho = correlations(table, x, method)
@@ -345,15 +345,17 @@ def draw_figure(table, path, x="kernel_cka", title=None):
         ax.scatter(d[x][control], d[f"{method}_acc"][control], color=color, marker="x", s=40)
         for idxs in layer_series(d, vary):
             ax.plot(d.loc[idxs, x], d.loc[idxs, f"{method}_acc"], color=color, lw=1, alpha=0.6)
-        for idx in d.index:
-            if idx in labelled:
-                continue
-            labelled.add(idx)
-            label = short_label(models[idx])
-            if both_vary:
-                label = f"{short_label(_side_model(d.at[idx, other]))} | {label}"
-            ax.annotate(label, (d.at[idx, x], d.at[idx, f"{method}_acc"]), xytext=(4, 3),
-                        textcoords="offset points", fontsize=7)
+    # each pair named once, above its highest point
+    for idx in table.index:
+        ys = [v for v in (pd.to_numeric(table.at[idx, f"{m}_acc"], errors="coerce") for m in table_methods(table))
+              if pd.notna(v)]
+        xv = pd.to_numeric(table.at[idx, x], errors="coerce")
+        if not ys or pd.isna(xv):
+            continue
+        label = short_label(_side_model(table.at[idx, vary]))
+        if both_vary:
+            label = f"{short_label(_side_model(table.at[idx, other]))} | {label}"
+        ax.annotate(label, (xv, max(ys)), xytext=(4, 3), textcoords="offset points", fontsize=7)
     if any_control:
         ax.scatter([], [], color="gray", marker="x", label="control (pixels, random:)")
     ax.set_xlabel(x)
