@@ -224,6 +224,8 @@ def correlation_lines(table, x):
     for m in table_methods(table):
         r, rho = correlations(table, x, m)
         n = int(table[[x, f"{m}_acc"]].dropna().shape[0]) if x in table.columns else 0
+        if n < 3:
+            continue  # no correlation over fewer than 3 pairs
         lines.append(f"{m}: matching accuracy vs {x}: pearson {r:.4f}, spearman {rho:.4f} ({n} pairs)")
     return lines
 
