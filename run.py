@@ -10,12 +10,14 @@ Class names against images:         python run.py --task classes --b 20 --base_d
 ``python run.py --demo`` draws Figure 1 in small from the bundled embeddings; ``--demo depth`` across depth.
 """
 import itertools
+import os
 import sys
 
-from src.cli import ArgumentParser, UsageError, add_device_args, resolve_device, run_main
+from src.cli import ArgumentParser, DataError, UsageError, add_device_args, resolve_device, run_main
 from src.experiment import METHODS, Config, prepare, run_group, write_outputs
 from src.matching import QAP_INITS
 from src.metrics import METRICS
+from src.names import parse_side
 from src.qap import SOLVERS
 from src.tasks import TASKS
 
@@ -104,10 +106,40 @@ def build_parser():
     return p
 
 
-def configs_from_args(args):
-    """The cross product of methods x sides (or the paper's models) as configurations."""
+# flags that --demo sets itself, and those that --source / --target replace
+DEMO_SETS = ("method", "vid_model", "text_model", "source", "target", "base_samples", "query_samples",
+             "clustering_mode", "base_data", "query_data", "seeds", "task")
+PAPER_MODELS = ("vid_model", "text_model")
+
+
+def check_flags(args, parser):
+    """Flag combinations that would be silently ignored or give wrong numbers."""
+    given = [k for k in DEMO_SETS if getattr(args, k) != parser.get_default(k)]
+    flag = {"method": "--m", "vid_model": "--vid_model", "text_model": "--text_model", "base_samples": "--b",
+            "query_samples": "--q", "clustering_mode": "--c", "base_data": "--base_data",
+            "query_data": "--query_data"}
+    if args.demo and given:
+        raise UsageError(f"--demo sets its own models, methods, data and seeds: drop "
+                         f"{', '.join(flag.get(k, '--' + k) for k in given)}")
+    if args.source is not None and any(k in given for k in PAPER_MODELS):
+        raise UsageError("--source / --target name both sides: drop --vid_model / --text_model")
     if args.qap_patience < 0:
         raise UsageError(f"--qap-patience {args.qap_patience}: must be 0 (never stop early) or more")
+    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        raise UsageError(f"--seeds {' '.join(map(str, args.seeds))}: give distinct seeds, each 0 or more "
+                         f"(a repeated seed would count twice in the average)")
+    if args.permutations == 1:
+        raise UsageError("--permutations 1: a z-score needs the spread of at least 2 shuffles (use 20 or more "
+                         "for a z-score worth reading)")
+    if os.path.realpath(args.results_dir) == os.path.realpath(args.seedwise_dir):
+        raise UsageError(f"--results-dir and --seedwise-dir are both {args.results_dir}: the averaged CSV would "
+                         f"replace the per-seed one; give two folders")
+    if args.figure is not None and os.path.basename(args.figure) != args.figure:
+        raise UsageError(f"--figure {args.figure}: give a file name; the figure goes into --results-dir")
+
+
+def configs_from_args(args):
+    """The cross product of methods x sides (or the paper's models) as configurations."""
     common = dict(base_samples=args.base_samples, query_samples=args.query_samples,
                   clustering_mode=args.clustering_mode, base_data=args.base_data, query_data=args.query_data,
                   stretch=args.stretch, seeds=tuple(args.seeds), base_seed=args.base_seed, restarts=args.restarts,
@@ -124,6 +156,10 @@ def configs_from_args(args):
     if args.source is not None and not args.demo:
         if args.vtl:
             raise UsageError("-vtl swaps the paper's model flags; with --source / --target name the sides directly")
+        targets = {parse_side(t) for t in args.target}
+        same = [s for s in args.source if parse_side(s) in targets]
+        if same:
+            raise UsageError(f"{same[0]} is both a source and a target: the run would match a file to itself")
         return [Config(method=m, source=s, target=t, **common)
                 for s, t, m in itertools.product(args.source, args.target, dict.fromkeys(methods))]
     return [Config.paper(tm, vm, args.vtl, method=m, **common)
@@ -146,15 +182,18 @@ def print_table(avgs):
 
 
 def main(argv=None):
+    parser = build_parser()
+
     def body(args):
+        check_flags(args, parser)
         if args.report:
             from src import report  # matplotlib only when a report is made
             rows = report.read_results(args.results_dir)
             if not rows:
-                raise UsageError(f"{args.results_dir} holds no result CSVs: run some configurations first")
-            _, _, text = report.write_report(rows, args.results_dir, x=args.x,
-                                             figure_name=args.figure or "figure1.png")
-            print(text)
+                raise DataError(f"{args.results_dir} holds no result CSVs: run some configurations first")
+            table_path, figure_path, text = report.write_report(rows, args.results_dir, x=args.x,
+                                                                figure_name=args.figure or "figure1.png")
+            print(f"{text}\n\nwrote {table_path}\nwrote {figure_path}")
             return 0
         configs = configs_from_args(args)
         device = resolve_device(args.device, args.gpu)
@@ -189,7 +228,7 @@ def main(argv=None):
                                            what=DEMO_WHAT[args.demo]))
         return 0
 
-    return run_main(build_parser(), argv, body)
+    return run_main(parser, argv, body)
 
 
 if __name__ == "__main__":

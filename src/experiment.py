@@ -209,6 +209,9 @@ def check_config(cfg: Config):
             raise UsageError(f"{flag} {v}: must be at least 1")
     if cfg.permutations < 0:
         raise UsageError(f"--permutations {cfg.permutations}: must be 0 or more")
+    if cfg.task != "captions" and {cfg.source.modality, cfg.target.modality} != {"img", "text"}:
+        raise UsageError(f"--task {cfg.task} matches images to class names: one side must be MODEL:img and "
+                         f"the other MODEL:text (got {cfg.source} and {cfg.target})")
     if cfg.task != "captions" and (cfg.clustering_mode or cfg.stretch):
         raise UsageError(f"--task {cfg.task} draws anchor classes by seed: --c and -str apply to captions runs")
     if cfg.method == "kernel_local_CKA" and cfg.base_samples < 2:

@@ -423,5 +423,6 @@ def write_report(rows, results_dir, x="kernel_cka", figure_name="figure1.png"):
     _check_metric(table, x)  # refuse before writing anything
     atomic_write_bytes(table_path, table.to_csv(index=False).encode("utf-8"))
     draw_figure(table, figure_path, x)
-    text = format_table(table) + "\n\n" + "\n".join(correlation_lines(table, x))
+    lines = correlation_lines(table, x)
+    text = format_table(table) + ("\n\n" + "\n".join(lines) if lines else "")
     return table_path, figure_path, text

@@ -84,9 +84,6 @@ def _class_sides(cfg, load):
                          f"(got {cfg.base_data} and {cfg.query_data})")
     sides = [load(cfg.base_data, s) for s in (cfg.source, cfg.target)]
     by_mod = {s.side.modality: s for s in sides}
-    if set(by_mod) != {"img", "text"}:
-        raise UsageError(f"--task {cfg.task} matches images to class names: one side must be MODEL:img and "
-                         f"the other MODEL:text (got {cfg.source} and {cfg.target})")
     img, txt = by_mod["img"], by_mod["text"]
     for s in (img, txt):
         if s.classes is None:

@@ -61,8 +61,8 @@ def test_every_configuration_is_validated(workdir, capsys):
 
 
 def test_source_and_target_go_together(workdir, capsys):
-    _bad(workdir, capsys, ["--source", "txt:text"] + ARGS, 2, "--source and --target go together")
-    _bad(workdir, capsys, ["--source", "txt:txt", "--target", "vis:img"] + ARGS, 2, "txt:txt")
+    _bad(workdir, capsys, ["--source", "txt:text"] + ARGS[4:], 2, "--source and --target go together")
+    _bad(workdir, capsys, ["--source", "txt:txt", "--target", "vis:img"] + ARGS[4:], 2, "txt:txt")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -179,3 +179,30 @@ def test_summary_readable_after_a_new_column(workdir):
     assert len(summary) == 3 and "kernel_cka_z" in summary.columns
     assert summary["kernel_cka_z"].isna().tolist() == [True, False, True]
     assert summary["method"].tolist() == ["linear", "relative", "linear"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Flags that were silently ignored or gave wrong numbers (found by trying the scripts as a new user)
+# ----------------------------------------------------------------------------------------------------------
+
+def test_flags_that_would_be_ignored_or_give_wrong_numbers(workdir, capsys):
+    sides = ["--source", "txt:text", "--target", "vis:img"] + ARGS[4:]
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS + ["--results-dir", "out", "--seedwise-dir", "out"], 2,
+         "both out")
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS + ["--seeds", "0", "0", "1"], 2, "distinct seeds")
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS + ["--seeds", "-1"], 2, "--seeds -1")
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS + ["--permutations", "1"], 2, "--permutations 1")
+    _bad(workdir, capsys, ["--demo", "--m", "qap"], 2, "--demo sets its own", "--m")
+    _bad(workdir, capsys, ["--m", "linear", "--vid_model", "other"] + sides, 2, "drop --vid_model")
+    _bad(workdir, capsys, ["--m", "linear", "--source", "txt:text", "--target", "txt@final:text"] + ARGS[4:], 2,
+         "both a source and a target")
+    _bad(workdir, capsys, ["--report", "--figure", "sub/fig.png"], 2, "give a file name")
+
+
+def test_report_says_where_it_wrote(workdir, capsys):
+    assert run.main(["--m", "linear", "--vid_model", "vis", "clipx", "--text_model", "txt"] + ARGS[4:]) == 0
+    capsys.readouterr()
+    assert run.main(["--report", "--figure", "f.png"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote results/table.csv" in out and "wrote results/f.png" in out
+    assert (workdir / "results" / "f.png").read_bytes()[:4] == b"\x89PNG"

@@ -144,4 +144,4 @@ def test_class_task_flags(classes_dir, capsys):
          "--b 12 anchor classes")
     _bad(classes_dir, capsys, ["--task", "classes", "--m", "relative", "--c", "1"] + ARGS, 2, "--c and -str")
     _bad(classes_dir, capsys, ["--task", "classes", "--m", "relative", "--source", "txt:text", "--target",
-                               "txt:text"] + ARGS, 2, "one side must be MODEL:img")
+                               "other:text"] + ARGS[4:], 2, "one side must be MODEL:img")
