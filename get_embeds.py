@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import torch
 import torch.distributed as dist
 
-from src.cli import (ArgumentParser, UsageError, add_device_args, batch_size_arg, non_negative_int, positive_int,
+from src.cli import (ArgumentParser, UsageError, add_device_args, batch_size_arg, positive_int, workers_arg,
                      quiet_output, resolve_device, run_main)
 from src.datasets import ClassesDataset, load_dataset, open_rgb
 from src.embeddings import embedding_path, save_embeddings
@@ -59,8 +59,10 @@ def build_parser():
                    help=f"images a batch (for text: the captions of that many images, or that many class "
                         f"prompts); auto: images 1 a batch on the CPU (faster there than batches), "
                         f"{AUTO_BATCH_DEFAULT} on a GPU; text {AUTO_BATCH_DEFAULT} everywhere")
-    p.add_argument("-j", "--num-workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
-                   help="DataLoader workers decoding images (0: decode in the main process)")
+    p.add_argument("-j", "--num-workers", type=workers_arg, default="auto",
+                   help="DataLoader workers decoding images (0: decode in the main process); auto: on the CPU "
+                        "the cores beyond 2 (up to 4; 0 on a 2-core machine, where workers slow the forward "
+                        "pass down), on a GPU up to 4")
     add_device_args(p)
     p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                    help="fp32 (faithful) or autocast bf16 / fp16; rows are always saved as float32")

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from src.datasets import load_dataset, open_rgb  # noqa: E402
 from src.encoders import load_encoder  # noqa: E402
-from src.extraction import extract, resolve_batch_size  # noqa: E402
+from src.extraction import extract, resolve_batch_size, resolve_num_workers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", default="auto",
                    help="images a batch, or auto: get_embeds' default (1 on the CPU, 32 on a GPU)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument("--workers", default="auto", help="DataLoader workers, or auto: get_embeds' default")
     p.add_argument("--repeat", type=int, default=1,
                    help="go over the photos this many times (a longer run amortises worker start-up)")
     p.add_argument("--skip-paper", action="store_true")
@@ -70,6 +70,7 @@ def main():
     dev = torch.device(args.device)
     args.batch_size = resolve_batch_size(args.batch_size if args.batch_size == "auto" else int(args.batch_size),
                                          dev, "img")
+    args.workers = resolve_num_workers(args.workers, dev)
     captions = Path(args.captions or Path(args.images).parent / "captions.json")
     cap = json.loads(captions.read_text())
     keep = set(sorted(i["id"] for i in cap["images"])[:args.n])

@@ -118,6 +118,11 @@ def batch_size_arg(text):
     return text if text == "auto" else positive_int(text)
 
 
+def workers_arg(text):
+    """argparse type of -j: "auto" or an int >= 0."""
+    return text if text == "auto" else non_negative_int(text)
+
+
 def add_device_args(parser):
     parser.add_argument("--device", default="auto",
                         help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
