@@ -3,14 +3,13 @@ files, summary.csv. Each bad input: one message, the right exit code, nothing wr
 import json
 
 import pandas as pd
-import pytest
 import torch
 
 import cluster
 import run
 from src import experiment
 from src.embeddings import save_embeddings
-from test_run import ARGS, _bad, make_pair, outputs, workdir  # noqa: F401  (the fixture)
+from test_run import ARGS, _bad
 
 
 def seedwise(root):

@@ -10,7 +10,7 @@ from scipy.optimize import linear_sum_assignment
 import run
 from src import utils
 from src.embeddings import save_embeddings
-from test_run import _bad, outputs  # noqa: F401
+from test_run import _bad
 
 C, D = 12, 16
 
