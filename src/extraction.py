@@ -237,23 +237,18 @@ def extract_class_texts(encoder, dataset, batch_size=32, precision="fp32", progr
 
     Row c = mean over the templates t of normalize(embed(t with class c's name)), CLIP's prompt ensembling
     (its notebook then L2-normalises that mean once more; we keep the plain mean, which only rescales each
-    row, so cosine similarities are the same). Prompts go through the encoder in batches of batch_size,
-    as single texts: ``encode_texts`` where the encoder has it, else ``encode_captions`` with one caption
-    per "image" (the mean over one caption is that caption's embedding).
+    row, so cosine similarities are the same). Prompts go through ``encoder.encode_texts`` in batches of
+    batch_size.
     """
     n_classes, n_templates = len(dataset.class_names), len(dataset.templates)
     batch_size = resolve_batch_size(batch_size, encoder.device, "text")
     prompts = [p for c in range(n_classes) for p in dataset.prompts(c)]  # class-major: C * T prompts
-    encode_texts = getattr(encoder, "encode_texts", None)
-    if encode_texts is None:
-        def encode_texts(texts):
-            return encoder.encode_captions([[t] for t in texts])
     bar = tqdm(total=len(prompts), desc=f"{encoder.spec.name} text {dataset.name}", unit="prompt",
                disable=not progress, dynamic_ncols=True)
     out = []
     with torch.inference_mode(), autocast(encoder.device, precision):
         for s in range(0, len(prompts), batch_size):
-            rows = encode_texts(prompts[s:s + batch_size])
+            rows = encoder.encode_texts(prompts[s:s + batch_size])
             out.append(torch.nn.functional.normalize(rows.float(), dim=-1).cpu())
             bar.update(len(out[-1]))
     bar.close()

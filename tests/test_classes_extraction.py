@@ -158,21 +158,17 @@ def test_json_templates_and_default_templates(tree, tiny_st, tmp_path):
     assert torch.allclose(rows, plain_class_rows(enc.model, d.class_names, d.templates), atol=1e-5)
 
 
-def test_encode_texts_is_used_when_the_encoder_has_it(tree):
+def test_class_rows_are_batched_prompt_ensembles(tree):
     d = load_dataset("tinycls", tree)
 
     def embed(texts):  # any deterministic text -> vector function
         return torch.tensor([[len(t), t.count("a") + 1.0, sum(map(ord, t)) % 7 + 1.0] for t in texts])
 
     calls = []
-    with_texts = SimpleNamespace(spec=SimpleNamespace(name="fake"), device=torch.device("cpu"),
-                                 encode_texts=lambda texts: calls.append(len(texts)) or embed(texts),
-                                 encode_captions=lambda caps: pytest.fail("encode_texts should be used"))
-    captions_only = SimpleNamespace(spec=SimpleNamespace(name="fake"), device=torch.device("cpu"),
-                                    encode_captions=lambda caps: embed([c[0] for c in caps]))
-    a = extract_class_texts(with_texts, d, batch_size=5, progress=False)
-    b = extract_class_texts(captions_only, d, batch_size=5, progress=False)
-    assert calls == [5, 5, 5, 5, 1] and torch.equal(a, b)
+    encoder = SimpleNamespace(spec=SimpleNamespace(name="fake"), device=torch.device("cpu"),
+                              encode_texts=lambda texts: calls.append(len(texts)) or embed(texts))
+    a = extract_class_texts(encoder, d, batch_size=5, progress=False)
+    assert calls == [5, 5, 5, 5, 1]
     expected = torch.stack([F.normalize(embed(d.prompts(c)), dim=-1).mean(dim=0) for c in range(3)])
     assert torch.allclose(a, expected)
 
