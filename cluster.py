@@ -2,15 +2,13 @@
 
 The paper's command works as written:  python cluster.py --m dinov2 --d coco --nc 320  (-t for text)
 """
-import json
 import sys
 
 from src.cli import ArgumentParser, DataError, UsageError, run_main
 from src.clustering import cluster_anchors
-from src.embeddings import (atomic_torch_save, atomic_write_text, cluster_path, embedding_path,
-                            get_embeds_command, load_embeddings, sidecar_path, tensor_digest)
+from src.files import get_embeds_command, load_embeddings, save_cluster, side_file
 from src.encoders import REGISTRY
-from src.names import parse_model
+from src.names import Side, parse_model
 
 
 def build_parser():
@@ -42,20 +40,17 @@ def main(argv=None):
         if args.n_clusters < 1:
             raise UsageError(f"--nc {args.n_clusters}: must be at least 1")
         modality = "text" if args.text else "img"
-        src = embedding_path(args.data_dir, args.dataset, args.model, modality)
+        side = Side(args.model, modality)
+        src = side_file(args.data_dir, args.dataset, side)
         if not src.exists() and _modality_hint(args.model, modality):
             raise UsageError(f"{src} does not exist: {_modality_hint(args.model, modality)}")
         X = load_embeddings(src, fix=f"make it with: {get_embeds_command(args.dataset, args.model, src)}")
         if args.n_clusters > X.shape[0]:
             raise DataError(f"--nc {args.n_clusters} clusters, but {src} has only {X.shape[0]} rows; lower --nc")
         picks = cluster_anchors(X, args.n_clusters, exact_count=args.exact_count)
-        out = cluster_path(args.data_dir, args.dataset, args.model, modality)
+        out = side_file(args.data_dir, args.dataset, side, cluster=True)
         # the digest ties the picks to these exact rows: run.py refuses them for re-extracted embeddings
-        meta = {"embeddings": src.name, "digest": tensor_digest(X), "rows": int(X.shape[0]),
-                "n_clusters": args.n_clusters, "anchors": int(picks.numel()), "exact_count": args.exact_count,
-                "kmeans": "KMeans(random_state=0, n_init=10)"}
-        atomic_write_text(sidecar_path(out), json.dumps(meta, indent=1) + "\n")
-        atomic_torch_save(picks, out)
+        save_cluster(picks, out, src, X, args.n_clusters, args.exact_count, "KMeans(random_state=0, n_init=10)")
         print(f"wrote {out} ({picks.numel()} distinct anchors from {args.n_clusters} clusters)")
         return 0
 

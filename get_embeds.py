@@ -21,11 +21,11 @@ import torch.distributed as dist
 from src.cli import (ArgumentParser, UsageError, add_device_args, batch_size_arg, positive_int, workers_arg,
                      quiet_output, resolve_device, run_main)
 from src.datasets import ClassesDataset, load_dataset, open_rgb
-from src.embeddings import embedding_path, save_embeddings
+from src.files import Sidecar, save_embeddings, side_file
 from src.encoders import REGISTRY, get_spec, load_encoder
 from src.extraction import (AUTO_BATCH_DEFAULT, PRECISIONS, extract_class_texts, extract_layers, remove_partial,
                             resolve_batch_size)
-from src.names import FINAL, parse_model
+from src.names import FINAL, Side, parse_model
 
 
 def build_parser():
@@ -127,7 +127,7 @@ def main(argv=None):
         spec = get_spec(base.base)
 
         def path(layer, modality):
-            return embedding_path(args.data_dir, args.dataset, base.at(layer), modality)
+            return side_file(args.data_dir, args.dataset, Side(base.at(layer).text, modality))
 
         outputs = [path(l, m) for l in layers for m in spec.modalities]
         if not args.list_layers and outputs and all(p.exists() for p in outputs) and not args.overwrite:
@@ -182,21 +182,22 @@ def main(argv=None):
                 if rank != 0:
                     continue
                 for layer, out in todo.items():
-                    meta = {"model": base.at(layer).text, "base": base.base, "layer": layer,
-                            "init": "random (torch.manual_seed(0))" if base.random else "pretrained",
-                            "family": spec.family, "hub_id": spec.hub_id, "revision": spec.revision,
-                            "weights": None if base.random and args.weights is None else str(encoder.source),
-                            "pooling": spec.pooling if layer == FINAL else
-                            f"output of module {layer}: mean over spatial positions or (non-padding) tokens"
-                            + (", then over an image's captions" if modality == "text" else ""),
-                            "modality": modality, "dataset": args.dataset, "images": str(dataset.image_dir),
-                            "captions": str(dataset.captions_file), "image_ids": dataset.ids,
-                            "dropped": {str(k): v for k, v in dataset.dropped.items()},
-                            "precision": args.precision, "batch_size": batch_size, "versions": _versions(),
-                            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                    fields = dict(
+                        model=base.at(layer).text, base=base.base, layer=layer,
+                        init="random (torch.manual_seed(0))" if base.random else "pretrained",
+                        family=spec.family, hub_id=spec.hub_id, revision=spec.revision,
+                        weights=None if base.random and args.weights is None else str(encoder.source),
+                        pooling=spec.pooling if layer == FINAL else
+                        f"output of module {layer}: mean over spatial positions or (non-padding) tokens"
+                        + (", then over an image's captions" if modality == "text" else ""),
+                        modality=modality, dataset=args.dataset, images=str(dataset.image_dir),
+                        captions=None if dataset.captions_file is None else str(dataset.captions_file),
+                        image_ids=list(dataset.ids), dropped={str(k): v for k, v in dataset.dropped.items()},
+                        precision=args.precision, batch_size=batch_size, versions=_versions(),
+                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
                     if classes:
-                        meta.update(dataset.sidecar(modality))
-                    save_embeddings(rows[layer], out, meta)
+                        fields.update(dataset.sidecar_fields(modality))
+                    save_embeddings(rows[layer], out, Sidecar(**fields))
                     remove_partial(out)
                     written.append(f"wrote {out} ({rows[layer].shape[0]} x {rows[layer].shape[1]})")
             if rank == 0:

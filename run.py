@@ -14,14 +14,14 @@ import os
 import sys
 
 from src.cli import ArgumentParser, DataError, UsageError, add_device_args, resolve_device, run_main
-from src.experiment import METHODS, Config, prepare, run_group, write_outputs
-from src.matching import QAP_INITS
+from src.config import Config
+from src.experiment import prepare, run_group, write_outputs
+from src.methods import METHODS
 from src.metrics import METRICS
 from src.names import parse_side
-from src.qap import SOLVERS
 from src.tasks import TASKS
 
-ALL_BUT_COS = [m for m, spec in METHODS.items() if not spec.same_space]
+ALL_BUT_COS = [m for m, method in METHODS.items() if not method.same_space]
 DEMOS = {
     # Figure 1 in small: 3 image encoders x 2 text encoders, every method that applies
     "figure1": dict(methods=ALL_BUT_COS, vid_models=["efficientnet_lite0", "efficientnet_lite1",
@@ -52,13 +52,15 @@ DEMO_WHAT = {
 def build_parser():
     p = ArgumentParser(prog="run.py", description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--m", "--method", dest="method", nargs="+", default=["linear"], choices=sorted(METHODS),
-                   metavar="METHOD", help=f"one or more of: {', '.join(METHODS)}")
+                   metavar="METHOD", help="one or more of: " + "; ".join(f"{n}: {m.description}"
+                                                                          for n, m in METHODS.items()))
     p.add_argument("--b", "--base-samples", dest="base_samples", type=int, default=320,
                    help="number of anchors (--task classes/classify: anchor classes)")
     p.add_argument("--q", "--query-samples", dest="query_samples", type=int, default=500,
-                   help="number of queries (captions task; the class tasks query every other class)")
+                   help="number of queries" + _applies("query_samples"))
     p.add_argument("--c", "--clustering-mode", dest="clustering_mode", type=int, default=0, choices=(0, 1, 2),
-                   help="0: random anchors; 1: anchors from the source side's k-means clusters; 2: the target's")
+                   help="0: random anchors; 1: anchors from the source side's k-means clusters; 2: the target's"
+                        + _applies("clustering_mode"))
     p.add_argument("--vid_model", "--vision-model", dest="vid_model", nargs="+", default=["dinov2"],
                    metavar="MODEL", help="vision model(s) of the _img files ([random:]NAME[@LAYER])")
     p.add_argument("--text_model", "--text-model", dest="text_model", nargs="+", default=["allroberta"],
@@ -67,30 +69,21 @@ def build_parser():
                    help="source side(s) MODEL:img|text[:LANG] (with --target; replaces the paper's model flags)")
     p.add_argument("--target", nargs="+", default=None, metavar="SIDE", help="target side(s), as --source")
     p.add_argument("--task", default="captions", choices=tuple(TASKS),
-                   help="captions: pairs by image id; classes: class prototypes vs class names; classify: "
-                        "k-means clusters of the query images vs class names (--b anchor classes, drawn per "
-                        "--seeds; --q and --base-seed do not apply)")
+                   help="; ".join(f"{n}: {t.description}" for n, t in TASKS.items()))
     p.add_argument("--base_data", "--base-data", dest="base_data", default="coco", help="dataset of the anchors")
     p.add_argument("--query_data", "--query-data", dest="query_data", default="nocaps",
                    help="dataset of the queries")
     p.add_argument("-str", "--stretch", dest="stretch", action="store_true",
-                   help="divide every dimension by its standard deviation first")
+                   help="divide every dimension by its standard deviation first" + _applies("stretch"))
     p.add_argument("-vtl", "--vision-to-language", dest="vtl", action="store_true",
                    help="images are the source side, captions the target")
     add_device_args(p)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="query seeds (the paper's seed2)")
-    p.add_argument("--base-seed", type=int, default=0, help="anchor seed (the paper's fixed seed1)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="query seeds (the paper's seed2; the class tasks: anchor-class seeds)")
+    p.add_argument("--base-seed", type=int, default=0,
+                   help="anchor seed (the paper's fixed seed1)" + _applies("base_seed"))
     p.add_argument("--permutations", type=int, default=0,
                    help="also report each alignment metric's mean over N shuffled pairings and a z-score")
-    p.add_argument("--restarts", type=int, default=500, help="qap: most FAQ restarts")
-    p.add_argument("--qap-solver", choices=SOLVERS, default="fast",
-                   help="qap: fast (batched, src/qap.py) or scipy (the paper's loop)")
-    p.add_argument("--qap-init", choices=QAP_INITS, default="randomized",
-                   help="qap starts: randomized (the paper's), barycenter, or a warm start from that graph")
-    p.add_argument("--qap-patience", type=int, default=10,
-                   help="qap, fast solver: stop after this many restarts without a better objective (0: never)")
-    p.add_argument("--qap-polish", action="store_true",
-                   help="qap, fast solver: pair-swap local search on the best permutation (a higher objective)")
     p.add_argument("--data-dir", default="data", help="where the embeddings and cluster files are")
     p.add_argument("--results-dir", default="results", help="averaged CSVs, summary.csv, table.csv, figures")
     p.add_argument("--seedwise-dir", default="seedwise", help="per-seed CSVs")
@@ -103,7 +96,16 @@ def build_parser():
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
     p.add_argument("--demo", nargs="?", const="figure1", choices=tuple(DEMOS), default=None,
                    help="the bundled flickr1k demo: figure1 (6 model pairs) or depth (Lite0 across depth)")
+    seen = set()
+    for name, method in METHODS.items():  # each method adds its own options' flags
+        method.add_arguments(p, name, seen)
     return p
+
+
+def _applies(flag):
+    """For --help: which tasks a run flag applies to."""
+    tasks = [n for n, t in TASKS.items() if flag in t.uses]
+    return "" if len(tasks) == len(TASKS) else f" (--task {', '.join(tasks)} only)"
 
 
 # flags that --demo sets itself, and those that --source / --target replace
@@ -123,14 +125,6 @@ def check_flags(args, parser):
                          f"{', '.join(flag.get(k, '--' + k) for k in given)}")
     if args.source is not None and any(k in given for k in PAPER_MODELS):
         raise UsageError("--source / --target name both sides: drop --vid_model / --text_model")
-    if args.qap_patience < 0:
-        raise UsageError(f"--qap-patience {args.qap_patience}: must be 0 (never stop early) or more")
-    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
-        raise UsageError(f"--seeds {' '.join(map(str, args.seeds))}: give distinct seeds, each 0 or more "
-                         f"(a repeated seed would count twice in the average)")
-    if args.permutations == 1:
-        raise UsageError("--permutations 1: a z-score needs the spread of at least 2 shuffles (use 20 or more "
-                         "for a z-score worth reading)")
     if os.path.realpath(args.results_dir) == os.path.realpath(args.seedwise_dir):
         raise UsageError(f"--results-dir and --seedwise-dir are both {args.results_dir}: the averaged CSV would "
                          f"replace the per-seed one; give two folders")
@@ -142,10 +136,12 @@ def configs_from_args(args):
     """The cross product of methods x sides (or the paper's models) as configurations."""
     common = dict(base_samples=args.base_samples, query_samples=args.query_samples,
                   clustering_mode=args.clustering_mode, base_data=args.base_data, query_data=args.query_data,
-                  stretch=args.stretch, seeds=tuple(args.seeds), base_seed=args.base_seed, restarts=args.restarts,
-                  qap_solver=args.qap_solver, qap_init=args.qap_init, qap_patience=args.qap_patience or None,
-                  qap_polish=args.qap_polish, task=args.task, permutations=args.permutations,
-                  data_dir=args.data_dir, results_dir=args.results_dir, seedwise_dir=args.seedwise_dir)
+                  stretch=args.stretch, seeds=tuple(args.seeds), base_seed=args.base_seed, task=args.task,
+                  permutations=args.permutations, data_dir=args.data_dir, results_dir=args.results_dir,
+                  seedwise_dir=args.seedwise_dir)
+
+    def options(method):  # the method's own flags as given (defaults: its dataclass's)
+        return tuple(METHODS[method].options_from_args(args).items())
     methods, vid_models, text_models = args.method, args.vid_model, args.text_model
     if args.demo:
         demo = DEMOS[args.demo]
@@ -160,25 +156,11 @@ def configs_from_args(args):
         same = [s for s in args.source if parse_side(s) in targets]
         if same:
             raise UsageError(f"{same[0]} is both a source and a target: the run would match a file to itself")
-        return [Config(method=m, source=s, target=t, **common)
+        return [Config(method=m, source=s, target=t, options=options(m), **common)
                 for s, t, m in itertools.product(args.source, args.target, dict.fromkeys(methods))]
-    return [Config.paper(tm, vm, args.vtl, method=m, **common)
+    return [Config.paper(tm, vm, args.vtl, method=m, options=options(m), **common)
             for vm, tm, m in itertools.product(dict.fromkeys(vid_models), dict.fromkeys(text_models),
                                                dict.fromkeys(methods))]
-
-
-def _fmt(v):
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def print_table(avgs):
-    cols = ["method", "linear_cka", "kernel_cka", "matching_acc", "top_1", "top_5", "top_10", "seconds"]
-    if any(a.get("image_acc", "") != "" for a in avgs):
-        cols.insert(4, "image_acc")
-    table = [cols] + [[_fmt(a.get(c, "")) for c in cols] for a in avgs]
-    widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
-    for r in table:
-        print("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))))
 
 
 def main(argv=None):
@@ -204,15 +186,15 @@ def main(argv=None):
                 paths = write_outputs(cfg, rows, avg)
                 avgs.append(avg)
                 written += [f"wrote {paths['seedwise']}", f"wrote {paths['results']}"]
+        from src import report
         if len(groups) > 1:
-            from src import report
             figure = args.figure or (DEMOS[args.demo]["figure"] if args.demo else "figure1.png")
             table_path, figure_path, text = report.write_report(avgs, args.results_dir, x=args.x,
                                                                 figure_name=figure)
             print(text)
             written += [f"wrote {table_path}", f"wrote {figure_path}"]
         else:
-            print_table(avgs)
+            print(report.format_table(report.build_table(avgs)))
         chance = sorted({a["query_samples"] for a in avgs})
         print("\nchance level of matching_acc and top_1: " + ", ".join(f"1/{q} = {1 / q:.2%}" for q in chance))
         print()

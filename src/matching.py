@@ -14,17 +14,25 @@ import torch
 from scipy.optimize import linear_sum_assignment, quadratic_assignment
 from tqdm import tqdm
 
-from . import qap as fastqap
-from . import utils
-from .errors import UsageError
+from . import faq
+from .baselines import relative_baseline
+from .cka import centered_scaled_corr_rbf
+from .local_cka import kernel_local_CKA, linear_local_CKA
 
-__all__ = ["hungarian", "qap", "check_qap_options", "SOLVERS", "WARM_GRAPHS", "QAP_INITS"]
+__all__ = ["hungarian", "graph_matching", "qap_inputs", "qap_accuracy", "query_shuffle", "SOLVERS",
+           "WARM_GRAPHS", "QAP_INITS"]
 
-SOLVERS = fastqap.SOLVERS  # "fast": src/qap.py, batched; "scipy": the paper's loop of scipy FAQ runs
+SOLVERS = faq.SOLVERS  # "fast": src/faq.py, batched; "scipy": the paper's loop of scipy FAQ runs
 # Warm starts of the fast solver: one Hungarian assignment on one of these graphs.
-WARM_GRAPHS = {"relative": utils.relative_baseline, "linear_local_CKA": utils.linear_local_CKA,
-               "kernel_local_CKA": utils.kernel_local_CKA}
+WARM_GRAPHS = {"relative": relative_baseline, "linear_local_CKA": linear_local_CKA,
+               "kernel_local_CKA": kernel_local_CKA}
 QAP_INITS = ("randomized", "barycenter") + tuple(WARM_GRAPHS)
+
+
+def query_shuffle(n):
+    """The paper's column shuffle (``torch.manual_seed(0); torch.randperm(n)``), drawn from a local CPU
+    generator: the same permutation, and the process-wide generator is left alone."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))
 
 
 def hungarian(graph):
@@ -37,29 +45,31 @@ def hungarian(graph):
     """
     graph = torch.as_tensor(graph).detach().cpu().double()
     Q, C = graph.shape
-    shuffle = utils._query_shuffle(C).numpy()
+    shuffle = query_shuffle(C).numpy()
     row_ind, col_ind = linear_sum_assignment(graph[:, shuffle].numpy(), maximize=True)
     assignment = np.full(Q, -1, dtype=np.int64)
     assignment[row_ind] = shuffle[col_ind]
     return float(np.sum(assignment == np.arange(Q))) / len(col_ind), assignment
 
 
-def check_qap_options(solver="fast", init="randomized", restarts=500, patience=10, polish=False):
-    """Raise UsageError for QAP options that cannot work; cheap, so a script can call it before loading
-    any file. The messages name the command-line flags of run.py."""
-    if solver not in SOLVERS:
-        raise UsageError(f"--qap-solver {solver}: use one of {', '.join(SOLVERS)}")
-    if init not in QAP_INITS:
-        raise UsageError(f"--qap-init {init}: use one of {', '.join(QAP_INITS)}")
-    if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 1:
-        raise UsageError(f"--restarts {restarts}: must be a whole number, at least 1")
-    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer))
-                                 or patience < 0):
-        raise UsageError(f"--qap-patience {patience}: must be 0 (never stop early) or a positive whole number")
-    if solver == "scipy" and init != "randomized":
-        raise UsageError(f"--qap-init {init} needs --qap-solver fast (scipy runs the paper's randomized starts)")
-    if solver == "scipy" and polish:
-        raise UsageError("--qap-polish needs --qap-solver fast")
+def qap_inputs(source_base, target_base, source_query, target_query, device=None):
+    """The paper's QAP problem: A, B (CPU float64 tensors, exactly symmetric) of anchors + queries on each
+    side, with the target queries shuffled (the paper's torch.manual_seed(0) permutation), the shuffle
+    (CPU int64), and the number of anchors. Built on the CPU in float64 whatever the inputs' device:
+    ``device`` is accepted for the paper's signature and not used."""
+    sb, tb, sq, tq = (torch.as_tensor(t).detach().cpu().double()
+                      for t in (source_base, target_base, source_query, target_query))
+    shuffle = query_shuffle(sq.shape[0])
+    A = centered_scaled_corr_rbf(torch.cat([sb, sq], dim=0))
+    B = centered_scaled_corr_rbf(torch.cat([tb, tq[shuffle]], dim=0))
+    return A, B, shuffle, sb.shape[0]
+
+
+def qap_accuracy(col_ind, shuffle, n_base):
+    """Fraction of source queries whose matched target (in the shuffled order) is their own partner."""
+    new_col_ind = np.asarray(col_ind)[n_base:] - n_base
+    q = len(new_col_ind)
+    return float(np.sum(new_col_ind[np.asarray(shuffle)] == np.arange(q))) / q
 
 
 def _scipy_restarts(A, B, n_base, restarts, seed, progress):
@@ -77,13 +87,14 @@ def _scipy_restarts(A, B, n_base, restarts, seed, progress):
     return best.col_ind, float(best.fun)
 
 
-def qap(source_base, target_base, source_query, target_query, device=None, restarts=500, seed=None,
-        solver="fast", init="randomized", patience=10, polish=False, progress=True):
-    """Seeded graph matching of the two sides' centred RBF kernels (utils.qap_inputs), anchors fixed.
+def graph_matching(source_base, target_base, source_query, target_query, device=None, restarts=500, seed=None,
+                   solver="fast", init="randomized", patience=10, polish=False, progress=True):
+    """Seeded graph matching of the two sides' centred RBF kernels (``qap_inputs``), anchors fixed: the
+    paper's QAP method. Options are checked by the method's options (``src/methods.py``).
 
     Maximises sum(A * B[p][:, p]) over permutations p that keep every anchor on its partner.
     solver "scipy": the paper's loop (``restarts`` randomized scipy FAQ runs; seed None draws fresh
-    starts, as the paper); "fast": src/qap.py's batched FAQ (seed None means 0), which also takes
+    starts, as the paper); "fast": src/faq.py's batched FAQ (seed None means 0), which also takes
     ``init`` ("randomized", "barycenter", or a warm start from the Hungarian assignment of one of
     WARM_GRAPHS' graphs), ``patience`` (stop after that many restarts without a better objective; 0 or
     None: never) and ``polish`` (pair-swap local search on the best permutation). Its iterates run on
@@ -93,8 +104,7 @@ def qap(source_base, target_base, source_query, target_query, device=None, resta
     {"objective": best objective (float), "restarts": restarts run (int), "assignment": np.int64 (Q,),
     assignment[i] = target query matched to source query i, unshuffled}.
     """
-    check_qap_options(solver, init, restarts, patience, polish)
-    A, B, shuffle, n_base = utils.qap_inputs(source_base, target_base, source_query, target_query)
+    A, B, shuffle, n_base = qap_inputs(source_base, target_base, source_query, target_query)
     if solver == "scipy":
         col_ind, objective = _scipy_restarts(A, B, n_base, restarts, seed, progress)
         done = restarts
@@ -107,12 +117,12 @@ def qap(source_base, target_base, source_query, target_query, device=None, resta
             kind = "warm"
         work = torch.as_tensor(source_base).device if device is None else torch.device(device)
         with tqdm(total=restarts, desc="qap restarts", disable=not progress, leave=False) as bar:
-            res = fastqap.seeded_qap(A, B, n_base, restarts=restarts, init=kind, warm=warm, seed=seed,
+            res = faq.seeded_qap(A, B, n_base, restarts=restarts, init=kind, warm=warm, seed=seed,
                                      patience=patience or None, device=work,
                                      progress=lambda done, best: bar.update(done - bar.n))
         col_ind, objective, done = res.col_ind, res.objective, res.restarts
         if polish:
-            col_ind, objective, _ = fastqap.two_opt(A, B, n_base, col_ind)
-    acc = utils.qap_accuracy(col_ind, shuffle.numpy(), n_base)
+            col_ind, objective, _ = faq.two_opt(A, B, n_base, col_ind)
+    acc = qap_accuracy(col_ind, shuffle.numpy(), n_base)
     assignment = shuffle.numpy()[np.asarray(col_ind)[n_base:] - n_base].astype(np.int64)
     return acc, {"objective": float(objective), "restarts": int(done), "assignment": assignment}

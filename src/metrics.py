@@ -21,7 +21,7 @@ whose order among ties is unspecified; on real embeddings ties do not occur, so 
 import numpy as np
 import torch
 
-from . import utils
+from . import cka
 from .errors import DataError, UsageError
 
 DEFAULT_K = 10
@@ -105,14 +105,14 @@ def _paper_cka(Kc, Lc):
 def linear_cka(X, Y):
     """The paper's linear CKA: biased HSIC of XX^T and YY^T (``utils.linear_CKA``)."""
     X, Y = _prepare(X, Y)
-    return _paper_cka(utils.centering(X @ X.T), utils.centering(Y @ Y.T))
+    return _paper_cka(cka.centering(X @ X.T), cka.centering(Y @ Y.T))
 
 
 def kernel_cka(X, Y):
     """The paper's RBF CKA: biased HSIC, per-side sigma = sqrt(lower median nonzero squared distance)
     (``utils.kernel_CKA``)."""
     X, Y = _prepare(X, Y)
-    return _paper_cka(utils.centering(utils.rbf(X)), utils.centering(utils.rbf(Y)))
+    return _paper_cka(cka.centering(cka.rbf(X)), cka.centering(cka.rbf(Y)))
 
 
 def unbiased_cka(X, Y):

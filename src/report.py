@@ -1,15 +1,19 @@
 """The table and the figures from run.py's averaged results (``results/<name>.csv``, one row each).
 
-``read_results`` -> rows (dicts) -> ``build_table``: one row per configuration without its seeds and
-method, keyed by ``KEY_COLUMNS`` (task, both sides with layer and language, data, anchors and clustering
-settings), so a classes run and a captions run of the same models, or two languages, stay apart. Repeated
-runs of one (configuration, method) count once: the latest ``created``. ``draw_figure`` plots matching
-accuracy against an alignment metric, ``write_report`` writes ``table.csv`` and the figure.
+``read_results`` -> rows (dicts) -> ``build_table``: one row per group (``Config.group()``: everything a run
+hashes but its method and the method's options; the ``group`` column), shown by ``KEY_COLUMNS`` (task, both
+sides with layer and language, data, anchors, clustering, seeds, data folder), so a classes run and a
+captions run of the same models, two languages or two data folders stay apart; one column per method label
+(the method and its non-default options, ``qap[restarts=50]``). Repeated runs of one (group, method label)
+count once: the latest ``created``. ``draw_figure`` plots matching accuracy against an alignment metric,
+``write_report`` writes ``table.csv`` and the figure. A task's score columns (``image_acc``) come from the
+task registry.
 
 Older result files lack some columns: a missing ``task`` is ``captions``, a missing side is the row's
-``Source model`` / ``Target model``, missing metrics are left out of the table.
+``Source model`` / ``Target model``, a missing group is the key columns, missing metrics are left out.
 """
 import io
+import json
 import logging
 import math
 import re
@@ -20,19 +24,20 @@ import pandas as pd
 from scipy import stats
 
 from . import metrics
-from .embeddings import atomic_write_bytes
 from .errors import DataError, UsageError
+from .files import NOT_RESULTS, TABLE_NAME, atomic_write_bytes
 from .names import FINAL, parse_model, parse_side
+from .tasks import score_columns
 
 _logger = logging.getLogger(__name__)
 
 KEY_COLUMNS = ["task", "source_side", "target_side", "Base data", "Query data", "base_samples",
-               "query_samples", "clustering_mode", "stretch"]
-NOT_RESULTS = {"summary.csv", "table.csv"}  # in results/ but not one configuration's averaged row
+               "query_samples", "clustering_mode", "stretch", "seeds", "base_seed", "permutations", "data_dir"]
+GROUP = "group"                             # the hash that keys a row; in table.csv, never printed
 CONTROL_BASES = {"pixels"}                  # with random: models, the figure's controls
-TABLE_NAME = "table.csv"
 
-# The paper's method order for the table's columns; methods not listed follow, sorted by name.
+# The paper's method order for the table's columns; methods not listed follow, sorted by name (a method's
+# variants with other options right after it).
 METHOD_ORDER = ("linear", "cos", "relative", "linear_local_CKA", "kernel_local_CKA", "qap")
 
 
@@ -101,7 +106,7 @@ def _as_bool(v):
 
 
 def row_key(row):
-    """The configuration a row belongs to, as a tuple in ``KEY_COLUMNS`` order."""
+    """The group a row belongs to, as a tuple in ``KEY_COLUMNS`` order and then the group hash."""
     def get(col, fallback=""):
         v = row.get(col)
         return fallback if _missing(v) else _plain(v)
@@ -110,7 +115,21 @@ def row_key(row):
             str(get("target_side", get("Target model"))),
             get("Base data"), get("Query data"),
             _as_int(get("base_samples")), _as_int(get("query_samples")), _as_int(get("clustering_mode")),
-            _as_bool(get("stretch", False)))
+            _as_bool(get("stretch", False)), str(get("seeds")), _as_int(get("base_seed")),
+            _as_int(get("permutations")), str(get("data_dir")), str(get(GROUP)))
+
+
+def method_label(row):
+    """A row's method with its non-default options (the ``method_options`` JSON): ``qap[restarts=50]``."""
+    method = str(_plain(row.get("method")))
+    options = row.get("method_options")
+    if _missing(options):
+        return method
+    try:
+        items = json.loads(str(options)).items()
+    except (ValueError, AttributeError):
+        return f"{method}[{options}]"
+    return f"{method}[{','.join(f'{k}={v}' for k, v in items)}]" if items else method
 
 
 def _created(row):
@@ -144,49 +163,57 @@ def _side_sort(side):
     return (int(is_control(mn.text)), _natural(mn.base), natural_layer_key(mn.layer), _natural(str(side)))
 
 
-def _method_order(methods):
-    known = [m for m in METHOD_ORDER if m in methods]
-    return known + sorted(m for m in methods if m not in METHOD_ORDER)
+def _method_order(labels):
+    def key(label):
+        base = label.split("[", 1)[0]
+        return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), base, _natural(label))
+    return sorted(labels, key=key)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The table
 # ----------------------------------------------------------------------------------------------------------
 
+def _score_suffixes():
+    """(title, column suffix, row column) of the per-method blocks: matching accuracy, top-1, then every
+    task's score columns (``{method}_{column}``)."""
+    return ([("matching accuracy", "_acc", "matching_acc"), ("top-1", "_top1", "top_1")]
+            + [(c.title, f"_{c.name}", c.name) for c in score_columns()])
+
+
 def build_table(rows):
-    """One row per configuration (``KEY_COLUMNS``): the key, the alignment metric columns present, then for
-    each method ``{method}_acc`` (matching_acc), ``{method}_top1`` (top_1; absent for methods without a
-    ranking, e.g. qap's -1) and ``{method}_image_acc`` (when the rows have image_acc). Rows sorted by key.
+    """One row per group: the key (``KEY_COLUMNS``, then ``group``), the alignment metric columns present,
+    then for each method label ``{label}_acc`` (matching_acc), ``{label}_top1`` (top_1; absent for methods
+    without a ranking, e.g. qap's -1) and ``{label}_{column}`` for each task score column the rows have
+    (``image_acc``). Rows sorted by key.
     """
-    latest = {}  # key -> method -> ((created, order), row)
+    latest = {}  # key -> method label -> ((created, order), row)
     for order, row in enumerate(rows):
-        method = str(_plain(row.get("method")))
+        label = method_label(row)
         rank = (_created(row), order)  # equal times: the later row read wins
         slot = latest.setdefault(row_key(row), {})
-        if method not in slot or rank >= slot[method][0]:
-            slot[method] = (rank, row)
+        if label not in slot or rank >= slot[label][0]:
+            slot[label] = (rank, row)
 
     all_metric_cols = metrics.metric_columns(1)
     metric_cols = [c for c in all_metric_cols if any(c in row for row in rows)]
-    methods = _method_order({m for slot in latest.values() for m in slot})
-    picked = [row for slot in latest.values() for _, row in slot.values()]
+    labels = _method_order({m for slot in latest.values() for m in slot})
+    picked = [(label, row) for slot in latest.values() for label, (_, row) in slot.items()]
 
-    def has(method, col, ok=lambda v: True):
-        return any(str(_plain(r.get("method"))) == method and not math.isnan(_number(r.get(col)))
-                   and ok(_number(r.get(col))) for r in picked)
+    def has(label, col, ok=lambda v: True):
+        return any(lab == label and not math.isnan(_number(r.get(col))) and ok(_number(r.get(col)))
+                   for lab, r in picked)
 
     method_cols = []
-    for m in methods:
-        method_cols.append((f"{m}_acc", m, "matching_acc"))
-        if has(m, "top_1", lambda v: v >= 0):  # -1 marks a method with no ranking
-            method_cols.append((f"{m}_top1", m, "top_1"))
-        if has(m, "image_acc"):
-            method_cols.append((f"{m}_image_acc", m, "image_acc"))
+    for m in labels:
+        for _, suffix, src in _score_suffixes():
+            if src == "matching_acc" or has(m, src, (lambda v: v >= 0) if src == "top_1" else (lambda v: True)):
+                method_cols.append((f"{m}{suffix}", m, src))  # top_1 -1 marks a method with no ranking
 
     out = []
     for key, slot in latest.items():
-        group = [slot[m][1] for m in methods if m in slot]
-        rec = dict(zip(KEY_COLUMNS, key))
+        group = [slot[m][1] for m in labels if m in slot]
+        rec = dict(zip(KEY_COLUMNS + [GROUP], key))
         for c in metric_cols:
             # the metrics describe the pair, not the method: the first row that has the value
             vals = [_number(r.get(c)) for r in group if not math.isnan(_number(r.get(c)))]
@@ -196,14 +223,16 @@ def build_table(rows):
             rec[col] = float("nan") if src == "top_1" and v < 0 else v
         out.append(rec)
     out.sort(key=lambda rec: [_side_sort(rec[c]) if c in SIDE_KEYS else _sort_value(rec[c])
-                              for c in KEY_COLUMNS])  # stable
-    return pd.DataFrame(out, columns=KEY_COLUMNS + metric_cols + [c for c, _, _ in method_cols])
+                              for c in KEY_COLUMNS + [GROUP]])  # stable
+    return pd.DataFrame(out, columns=KEY_COLUMNS + [GROUP] + metric_cols + [c for c, _, _ in method_cols])
 
 
 def table_methods(table):
-    """The methods of a table, in column order (from its ``{method}_acc`` columns)."""
+    """The method labels of a table, in column order (from its ``{label}_acc`` columns; a task score column
+    that ends in ``_acc``, as ``{label}_image_acc``, is not a method)."""
     accs = [c[:-len("_acc")] for c in table.columns if c.endswith("_acc")]
-    return [m for m in accs if not (m.endswith("_image") and m[:-len("_image")] in accs)]
+    scores = [f"_{c.name}"[:-len("_acc")] for c in score_columns() if c.name.endswith("_acc")]
+    return [m for m in accs if not any(m.endswith(s) and m[:-len(s)] in accs for s in scores)]
 
 
 def correlations(table, x, method):
@@ -390,15 +419,15 @@ def side_label(side):
 
 def format_table(table):
     """Fixed-width text, floats to 4 decimals: key columns that are the same in every row said once above,
-    then one block each for the alignment metrics, matching accuracy, top-1 and (class tasks) per-image
-    accuracy, a row per pair (``source -> target``) and a column per metric or method."""
-    same = [c for c in KEY_COLUMNS if c in table and len(table) > 1 and table[c].nunique(dropna=False) == 1]
+    then one block each for the alignment metrics, matching accuracy, top-1 and the tasks' score columns
+    (per-image accuracy), a row per pair (``source -> target``) and a column per metric or method."""
+    same = [c for c in KEY_COLUMNS if c in table and table[c].nunique(dropna=False) == 1]
     head = ", ".join(f"{c}: {table[c].iloc[0]}" for c in same)
     pair = [f"{side_label(s)} -> {side_label(t)}" for s, t in zip(table["source_side"], table["target_side"])]
     rest = [c for c in KEY_COLUMNS if c not in same and c not in SIDE_KEYS]
     methods = table_methods(table)
     blocks = [("alignment", [c for c in metrics.metric_columns(1) if c in table], lambda c: c)]
-    for title, suffix in (("matching accuracy", "_acc"), ("top-1", "_top1"), ("image accuracy", "_image_acc")):
+    for title, suffix, _ in _score_suffixes():
         cols = [f"{m}{suffix}" for m in methods if f"{m}{suffix}" in table]
         blocks.append((title, cols, lambda c, n=len(suffix): c[:-n]))
     out = [head] if head else []

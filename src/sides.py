@@ -1,7 +1,7 @@
 """Loading a side (one embeddings file) with what its sidecar knows, and pairing two sides by image id.
 
-A side is ``MODEL:MODALITY[:LANG]`` (``src/names.py``); ``load_side(data_dir, dataset, side)`` reads
-``data/{dataset}[-{lang}]_{file_tag(model)}_{modality}.pt`` once and checks it against its sidecar.
+A side is ``MODEL:MODALITY[:LANG]`` (``src/names.py``); ``load_side(data_dir, dataset, side)`` reads its file
+(``files.side_file``) and checks it against its sidecar.
 Two caption sides are paired by image id: when they hold different images both are restricted to the
 ids they share, in ascending id order; files without sidecars pair by position and must have equal rows.
 """
@@ -12,9 +12,9 @@ from typing import Optional
 
 import torch
 
-from .embeddings import (cluster_command, cluster_path, embedding_path, get_embeds_command, load_cluster,
-                         load_embeddings, load_sidecar, sidecar_path, tensor_digest)
 from .errors import DataError
+from .files import (Sidecar, cluster_command, get_embeds_command, load_cluster, load_embeddings, read_sidecar,
+                    side_file, sidecar_path, tensor_digest)
 from .names import Side, parse_side
 
 _logger = logging.getLogger(__name__)
@@ -26,25 +26,20 @@ class LoadedSide:
     dataset: str                   # the dataset name the file belongs to (language appended)
     path: Path
     rows: torch.Tensor             # N x D on the CPU, float32 or float64
-    meta: Optional[dict]           # the sidecar, None for plain tensors such as the paper's files
+    sidecar: Optional[Sidecar]     # None for plain tensors such as the paper's files
 
     @property
     def ids(self):
         """Image ids in row order (captions data), or None when unknown."""
-        return None if self.meta is None else self.meta.get("image_ids")
+        return None if self.sidecar is None else self.sidecar.image_ids
 
     @property
     def classes(self):
-        return None if self.meta is None else self.meta.get("classes")
+        return None if self.sidecar is None else self.sidecar.classes
 
     @property
     def labels(self):
-        return None if self.meta is None else self.meta.get("labels")
-
-
-def side_path(data_dir, dataset, side):
-    side = parse_side(side)
-    return embedding_path(data_dir, side.dataset(dataset), side.model, side.modality)
+        return None if self.sidecar is None else self.sidecar.labels
 
 
 def load_side(data_dir, dataset, side) -> LoadedSide:
@@ -52,17 +47,16 @@ def load_side(data_dir, dataset, side) -> LoadedSide:
     what its sidecar lists."""
     side = parse_side(side)
     name = side.dataset(dataset)
-    path = side_path(data_dir, dataset, side)
+    path = side_file(data_dir, dataset, side)
     fix = f"make it with: {get_embeds_command(name, side.model, path)}"
     rows = load_embeddings(path, fix)
-    meta = load_sidecar(path)
-    if meta is not None:
-        listed = meta.get("image_ids") if meta.get("image_ids") is not None else meta.get("labels")
-        n = len(listed) if listed is not None else meta.get("n")
+    sidecar = read_sidecar(path)
+    if sidecar is not None:
+        n = sidecar.row_count()
         if n is not None and n != rows.shape[0]:
             raise DataError(f"{path} has {rows.shape[0]} rows but its sidecar {sidecar_path(path)} lists {n}: "
                             f"the file was cut or replaced; {fix}")
-    return LoadedSide(side, name, path, rows, meta)
+    return LoadedSide(side, name, path, rows, sidecar)
 
 
 def _id_key(i):
@@ -111,11 +105,11 @@ def load_side_cluster(data_dir, dataset, loaded: LoadedSide, n_clusters, keep: t
     and picks whose rows pairing dropped.
     """
     side = loaded.side
-    path = cluster_path(data_dir, side.dataset(dataset), side.model, side.modality)
-    cmd = cluster_command(side.dataset(dataset), side.model, side.modality, n_clusters)
+    path = side_file(data_dir, dataset, side, cluster=True)
+    cmd = cluster_command(side.dataset(dataset), side.model, side.modality, n_clusters, data_dir)
     picks = load_cluster(path, loaded.rows.shape[0], f"make it with: {cmd}")
-    meta = load_sidecar(path)
-    if meta is not None and meta.get("digest") not in (None, tensor_digest(loaded.rows)):
+    sidecar = read_sidecar(path)
+    if sidecar is not None and sidecar.digest not in (None, tensor_digest(loaded.rows)):
         raise DataError(f"{path} was made from other embeddings than {loaded.path} (they were re-extracted "
                         f"since); re-run: {cmd}")
     where = {int(r): i for i, r in enumerate(keep.tolist())}

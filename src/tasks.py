@@ -1,24 +1,38 @@
-"""Tasks: how two loaded sides become paired pools, how each seed draws anchors and queries from them,
-and what a task scores beyond the paper's columns. After the draw every method runs unchanged.
+"""Tasks: how loaded sides become paired pools, how each seed draws anchors and queries from them, and what a
+task scores beyond the paper's columns. After the draw every method runs unchanged.
 
-| task       | pairs                                               | anchors / queries per seed         |
-| captions   | rows of the same image id                           | the paper's get_data_sep           |
+| task       | pairs                                               | anchors / queries per seed          |
+| captions   | rows of the same image id                           | the paper's get_data_sep            |
 | classes    | class prototype (mean image row) <-> class text     | legacy draw of b classes / the rest |
 | classify   | k-means centre of query images <-> class text       | as classes; centres for the queries |
+
+The contract of a task (the rest of the code only iterates ``TASKS``):
+
+- ``uses``: which of the run flags ``--q``, ``--base-seed``, ``--c``, ``-str`` apply (Config field names);
+  the others are not part of the run's file name, and ``--c`` / ``-str`` are refused where they do not apply;
+- ``columns``: the score columns it adds to each row (``ScoreColumn``: name, the report block's title, how
+  seeds average), the only ones its ``score`` may fill;
+- ``check(cfg)``: its limits on a configuration, before any file is read;
+- ``prepare(cfg, load) -> state``: its typed per-group state, from the sides (``load(dataset, side)``), checked
+  before any computation; ``state.dims`` is (source dimension, target dimension);
+- ``draw(state, cfg, seed, device) -> Draw``: one seed's anchors and queries, and the scorer of an assignment.
 """
 import logging
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from . import utils
+from .draws import get_data_sep, legacy_class_draw
 from .errors import DataError, UsageError
 from .sides import load_side_cluster, pair_rows
 
 _logger = logging.getLogger(__name__)
+
+# The run flags a task may use, as Config fields, with the flag a user writes.
+TASK_FLAGS = {"query_samples": "--q", "base_seed": "--base-seed", "clustering_mode": "--c", "stretch": "-str"}
 
 
 @dataclass
@@ -28,14 +42,55 @@ class Draw:
     tb: torch.Tensor
     sq: torch.Tensor
     tq: torch.Tensor
-    score: Optional[callable] = None   # assignment (source query i -> target query j) -> extra columns
-    extra: dict = field(default_factory=dict)
+    score: Optional[Callable] = None   # assignment (source query i -> target query j) -> {column: value}
 
 
-class Captions:
+@dataclass(frozen=True)
+class ScoreColumn:
+    name: str                          # the CSV column
+    title: str                         # the report's block title
+    average: Callable = staticmethod(lambda values: sum(values) / len(values))
+
+
+class Task:
+    """Base of every task. A subclass sets name, description, uses and columns, and implements the rest."""
+
+    name = ""
+    description = ""
+    uses = frozenset()                 # subset of TASK_FLAGS
+    columns = ()                       # ScoreColumn, ...
+    refuses = ("clustering_mode", "stretch")  # flags refused (not just ignored) where they do not apply
+
+    def check(self, cfg):
+        """UsageError for a configuration this task cannot run (no file read)."""
+
+    def prepare(self, cfg, load):
+        raise NotImplementedError
+
+    def draw(self, state, cfg, seed, device) -> Draw:
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------------------------------------
+# captions: the paper's task
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class CaptionsState:
+    pools: tuple                       # (source base, target base, source query, target query) rows, paired
+    clusters: dict                     # clustering mode (1, 2) -> anchor rows into the base pools, or None
+    same: bool                         # anchors and queries from one dataset
+
+    @property
+    def dims(self):
+        return self.pools[0].shape[1], self.pools[1].shape[1]
+
+
+class Captions(Task):
     """The paper's task: captions and images (or any two sides) paired by image id."""
     name = "captions"
-    uses_query_samples = True
+    description = "pairs by image id"
+    uses = frozenset(TASK_FLAGS)
 
     def prepare(self, cfg, load):
         base_s, base_t = load(cfg.base_data, cfg.source), load(cfg.base_data, cfg.target)
@@ -67,21 +122,137 @@ class Captions:
                                 "a nearest row are merged, as in the paper); --b %d is kept in the CSV",
                                 loaded.side, picks.numel(), b)
             clusters[cfg.clustering_mode] = picks
-        return dict(pools=(sb, tb, sq, tq), clusters=clusters, same=same)
+        return CaptionsState((sb, tb, sq, tq), clusters, same)
 
-    def draw(self, state, cfg, seed, device):
-        pools = [t.to(device) for t in state["pools"]]
-        sb, tb, sq, tq = utils.get_data_sep(cfg.base_seed, seed, cfg.base_samples, cfg.query_samples, *pools,
-                                            state["clusters"][1], state["clusters"][2], cfg.clustering_mode,
-                                            state["same"], cfg.stretch)
+    def draw(self, state: CaptionsState, cfg, seed, device):
+        pools = [t.to(device) for t in state.pools]
+        sb, tb, sq, tq = get_data_sep(cfg.base_seed, seed, cfg.base_samples, cfg.query_samples, *pools,
+                                      state.clusters[1], state.clusters[2], cfg.clustering_mode, state.same,
+                                      cfg.stretch)
         return Draw(sb, tb, sq, tq)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# classes and classify: class names against images
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ClassesState:
+    img_rows: torch.Tensor             # N x D image rows
+    labels: torch.Tensor               # N class indices
+    counts: torch.Tensor               # C images a class
+    protos: torch.Tensor               # C x D mean image row a class
+    text: torch.Tensor                 # C x D' class text rows
+    image_is_source: bool
+
+    @property
+    def n_classes(self):
+        return self.protos.shape[0]
+
+    @property
+    def dims(self):
+        d_img, d_txt = self.protos.shape[1], self.text.shape[1]
+        return (d_img, d_txt) if self.image_is_source else (d_txt, d_img)
+
+
+def prototypes(rows, labels, n_classes):
+    """Mean image row of each class (C x D), in the rows' dtype."""
+    out = torch.zeros(n_classes, rows.shape[1], dtype=rows.dtype)
+    out.index_add_(0, labels, rows)
+    return out / torch.bincount(labels, minlength=n_classes).to(rows.dtype)[:, None]
+
+
+IMAGE_ACC = ScoreColumn("image_acc", "image accuracy")
+
+
+class Classes(Task):
+    """Class prototypes (mean image row per class) matched to class-name texts."""
+    name = "classes"
+    description = "class prototypes vs class names"
+    columns = (IMAGE_ACC,)
+
+    def check(self, cfg):
+        if {cfg.source.modality, cfg.target.modality} != {"img", "text"}:
+            raise UsageError(f"--task {cfg.task} matches images to class names: one side must be MODEL:img and "
+                             f"the other MODEL:text (got {cfg.source} and {cfg.target})")
+        if cfg.base_data != cfg.query_data:
+            raise UsageError(f"--task {cfg.task} uses one dataset: give the same --base_data and --query_data "
+                             f"(got {cfg.base_data} and {cfg.query_data})")
+
+    def prepare(self, cfg, load):
+        img, txt = _class_sides(cfg, load)
+        labels = torch.as_tensor(img.labels, dtype=torch.int64)
+        C = len(img.classes)
+        counts = torch.bincount(labels, minlength=C)
+        if (counts == 0).any():
+            missing = [img.classes[i] for i in torch.nonzero(counts == 0).flatten().tolist()][:3]
+            raise DataError(f"{img.path}: classes {missing} have no image rows; re-extract the dataset")
+        if cfg.base_samples >= C:
+            raise DataError(f"--b {cfg.base_samples} anchor classes leave no class to match: {cfg.base_data} "
+                            f"has {C} classes; lower --b")
+        return ClassesState(img.rows, labels, counts, prototypes(img.rows, labels, C), txt.rows,
+                            image_is_source=cfg.source == img.side)
+
+    @staticmethod
+    def _orient(state, img_b, img_q, txt_b, txt_q, device):
+        parts = (img_b, txt_b, img_q, txt_q) if state.image_is_source else (txt_b, img_b, txt_q, img_q)
+        return [p.to(device) for p in parts]
+
+    def draw(self, state: ClassesState, cfg, seed, device):
+        anchors, queries = legacy_class_draw(seed, state.n_classes, cfg.base_samples)
+        a, q = torch.as_tensor(anchors), torch.as_tensor(queries)
+        sb, tb, sq, tq = self._orient(state, state.protos[a], state.protos[q], state.text[a], state.text[q],
+                                      device)
+        weights = state.counts[q].double()
+
+        def score(assignment):
+            correct = torch.as_tensor(np.asarray(assignment) == np.arange(len(q)))
+            return {"image_acc": float((weights * correct).sum() / weights.sum())}
+
+        return Draw(sb, tb, sq, tq, score)
+
+
+class Classify(Classes):
+    """An unsupervised classifier: k-means clusters of the query images take the place of prototypes."""
+    name = "classify"
+    description = "k-means clusters of the query images vs class names"
+
+    def draw(self, state: ClassesState, cfg, seed, device):
+        from sklearn.cluster import KMeans
+        anchors, queries = legacy_class_draw(seed, state.n_classes, cfg.base_samples)
+        a, q = torch.as_tensor(anchors), torch.as_tensor(queries)
+        in_query = torch.isin(state.labels, q)
+        rows, lab = state.img_rows[in_query], state.labels[in_query]
+        k = len(queries)
+        km = KMeans(n_clusters=k, random_state=seed, n_init=10).fit(rows.cpu().numpy())
+        # the best one-to-one assignment of clusters to query classes (most shared images) defines the
+        # "true" partner of each cluster; clusters are reordered so that position i pairs with class i
+        pos = {int(c): i for i, c in enumerate(queries)}
+        contingency = np.zeros((k, k))
+        np.add.at(contingency, (km.labels_, [pos[int(c)] for c in lab]), 1)
+        cl, cls = linear_sum_assignment(contingency, maximize=True)
+        cluster_at = np.empty(k, dtype=np.int64)
+        cluster_at[cls] = cl
+        centres = torch.as_tensor(km.cluster_centers_[cluster_at], dtype=rows.dtype)
+        sb, tb, sq, tq = self._orient(state, state.protos[a], centres, state.text[a], state.text[q], device)
+        position_of_cluster = np.argsort(cluster_at)        # cluster id -> its query position
+        image_pos = position_of_cluster[km.labels_]        # each query image's cluster position
+        true_pos = np.array([pos[int(c)] for c in lab])
+        image_is_source = state.image_is_source
+
+        def score(assignment):
+            assignment = np.asarray(assignment)
+            if image_is_source:   # cluster position p is matched to class position assignment[p]
+                predicted = assignment[image_pos]
+            else:                 # class position i is matched to cluster position assignment[i]
+                predicted = np.argsort(assignment)[image_pos]
+            return {"image_acc": float(np.mean(predicted == true_pos))}
+
+        return Draw(sb, tb, sq, tq, score)
+
+
 def _class_sides(cfg, load):
-    """(image side, text side, classes, labels) of a classification dataset, checked to share classes."""
-    if cfg.base_data != cfg.query_data:
-        raise UsageError(f"--task {cfg.task} uses one dataset: give the same --base_data and --query_data "
-                         f"(got {cfg.base_data} and {cfg.query_data})")
+    """(image side, text side) of a classification dataset, checked to share classes."""
     sides = [load(cfg.base_data, s) for s in (cfg.source, cfg.target)]
     by_mod = {s.side.modality: s for s in sides}
     img, txt = by_mod["img"], by_mod["text"]
@@ -99,106 +270,17 @@ def _class_sides(cfg, load):
                         f"extract both from the same ImageFolder root and classes file")
     if txt.rows.shape[0] != len(txt.classes):
         raise DataError(f"{txt.path} has {txt.rows.shape[0]} rows for {len(txt.classes)} classes; re-extract it")
-    labels = torch.as_tensor(img.labels, dtype=torch.int64)
-    C = len(img.classes)
-    counts = torch.bincount(labels, minlength=C)
-    if (counts == 0).any():
-        missing = [img.classes[i] for i in torch.nonzero(counts == 0).flatten().tolist()][:3]
-        raise DataError(f"{img.path}: classes {missing} have no image rows; re-extract the dataset")
-    if cfg.base_samples >= C:
-        raise DataError(f"--b {cfg.base_samples} anchor classes leave no class to match: {cfg.base_data} has "
-                        f"{C} classes; lower --b")
-    return img, txt, labels, counts
-
-
-def legacy_class_draw(seed, n_classes, n_anchors):
-    """The paper's draw: np.random.seed(seed); np.random.choice(C, b, replace=False) (a local generator
-    with the same draws); the queries are all other classes, ascending."""
-    anchors = np.random.RandomState(seed).choice(n_classes, n_anchors, replace=False)
-    queries = np.setdiff1d(np.arange(n_classes), anchors)
-    return anchors, queries
-
-
-def prototypes(rows, labels, n_classes):
-    """Mean image row of each class (C x D), in the rows' dtype."""
-    out = torch.zeros(n_classes, rows.shape[1], dtype=rows.dtype)
-    out.index_add_(0, labels, rows)
-    return out / torch.bincount(labels, minlength=n_classes).to(rows.dtype)[:, None]
-
-
-class Classes:
-    """Class prototypes (mean image row per class) matched to class-name texts."""
-    name = "classes"
-    uses_query_samples = False
-
-    def prepare(self, cfg, load):
-        img, txt, labels, counts = _class_sides(cfg, load)
-        C = len(img.classes)
-        protos = prototypes(img.rows, labels, C)
-        text = txt.rows
-        image_is_source = cfg.source == img.side
-        return dict(img_rows=img.rows, labels=labels, counts=counts, C=C, protos=protos, text=text,
-                    image_is_source=image_is_source)
-
-    def _split(self, state, seed, cfg):
-        return legacy_class_draw(seed, state["C"], cfg.base_samples)
-
-    def _orient(self, state, img_b, img_q, txt_b, txt_q, device):
-        parts = (img_b, txt_b, img_q, txt_q) if state["image_is_source"] else (txt_b, img_b, txt_q, img_q)
-        return [p.to(device) for p in parts]
-
-    def draw(self, state, cfg, seed, device):
-        anchors, queries = self._split(state, seed, cfg)
-        a, q = torch.as_tensor(anchors), torch.as_tensor(queries)
-        sb, tb, sq, tq = self._orient(state, state["protos"][a], state["protos"][q], state["text"][a],
-                                      state["text"][q], device)
-        weights = state["counts"][q].double()
-
-        def score(assignment):
-            correct = torch.as_tensor(np.asarray(assignment) == np.arange(len(q)))
-            return {"image_acc": float((weights * correct).sum() / weights.sum())}
-
-        return Draw(sb, tb, sq, tq, score, extra={"query_samples": len(q)})
-
-
-class Classify(Classes):
-    """An unsupervised classifier: k-means clusters of the query images take the place of prototypes."""
-    name = "classify"
-
-    def draw(self, state, cfg, seed, device):
-        from sklearn.cluster import KMeans
-        anchors, queries = self._split(state, seed, cfg)
-        a, q = torch.as_tensor(anchors), torch.as_tensor(queries)
-        labels = state["labels"]
-        in_query = torch.isin(labels, q)
-        rows, lab = state["img_rows"][in_query], labels[in_query]
-        k = len(queries)
-        km = KMeans(n_clusters=k, random_state=seed, n_init=10).fit(rows.cpu().numpy())
-        # the best one-to-one assignment of clusters to query classes (most shared images) defines the
-        # "true" partner of each cluster; clusters are reordered so that position i pairs with class i
-        pos = {int(c): i for i, c in enumerate(queries)}
-        contingency = np.zeros((k, k))
-        np.add.at(contingency, (km.labels_, [pos[int(c)] for c in lab]), 1)
-        cl, cls = linear_sum_assignment(contingency, maximize=True)
-        cluster_at = np.empty(k, dtype=np.int64)
-        cluster_at[cls] = cl
-        centres = torch.as_tensor(km.cluster_centers_[cluster_at], dtype=rows.dtype)
-        sb, tb, sq, tq = self._orient(state, state["protos"][a], centres, state["text"][a], state["text"][q],
-                                      device)
-        position_of_cluster = np.argsort(cluster_at)        # cluster id -> its query position
-        image_pos = position_of_cluster[km.labels_]        # each query image's cluster position
-        true_pos = np.array([pos[int(c)] for c in lab])
-        image_is_source = state["image_is_source"]
-
-        def score(assignment):
-            assignment = np.asarray(assignment)
-            if image_is_source:   # cluster position p is matched to class position assignment[p]
-                predicted = assignment[image_pos]
-            else:                 # class position i is matched to cluster position assignment[i]
-                predicted = np.argsort(assignment)[image_pos]
-            return {"image_acc": float(np.mean(predicted == true_pos))}
-
-        return Draw(sb, tb, sq, tq, score, extra={"query_samples": k})
+    return img, txt
 
 
 TASKS = {t.name: t for t in (Captions(), Classes(), Classify())}
+
+
+def score_columns():
+    """Every task's score columns, once each, in registry order."""
+    out = {}
+    for task in TASKS.values():
+        for column in task.columns:
+            out.setdefault(column.name, column)
+    return list(out.values())
+

@@ -34,7 +34,7 @@ def make_pair(n, seed, d_text=12, d_img=20):
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """data/ with a base set (sidecars, 150 rows) and a query set (plain tensors like the paper's, 90 rows)."""
-    from src.embeddings import save_embeddings
+    from src.files import save_embeddings
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "data"
     text, img = make_pair(150, 0)

@@ -89,7 +89,7 @@ def test_classes_numbers_equal_the_definitions(world, monkeypatch):
             r = df.iloc[row]
             assert r["seed2"] == seed and r["task"] == "classes"
             if method == "qap":
-                acc, info = matching.qap(sb, tb, sq, tq, "cpu", restarts=500, seed=seed, progress=False)
+                acc, info = matching.graph_matching(sb, tb, sq, tq, "cpu", restarts=500, seed=seed, progress=False)
                 correct = info["assignment"] == np.arange(len(queries))
                 assert r["matching_acc"] == acc == correct.mean(), seed
             else:

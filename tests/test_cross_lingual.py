@@ -104,7 +104,7 @@ def check_against_definitions(frames, S, T):
             assert r["kernel_cka"] == pytest.approx(float(utils.kernel_CKA(X, Y)), rel=1e-9), method
             assert r["linear_cka"] == pytest.approx(float(utils.linear_CKA(X, Y)), rel=1e-9), method
             if method == "qap":
-                acc, _ = matching.qap(sb, tb, sq, tq, "cpu", restarts=500, seed=seed, progress=False)
+                acc, _ = matching.graph_matching(sb, tb, sq, tq, "cpu", restarts=500, seed=seed, progress=False)
                 assert r["matching_acc"] == acc and (r["top_1"], r["top_5"], r["top_10"]) == (-1, -1, -1)
                 continue
             graph = graphs[method](sb, tb, sq, tq)

@@ -9,7 +9,7 @@ import torch
 import run
 from conftest import ROOT
 from src.names import parse_model
-from src.sides import side_path
+from src.files import side_file
 
 DATA = ROOT / "data"
 SIDES = [f"{m}:img" for m in run.DEMOS["figure1"]["vid_models"] + run.DEMOS["depth"]["vid_models"]] + [
@@ -18,7 +18,7 @@ SIDES = [f"{m}:img" for m in run.DEMOS["figure1"]["vid_models"] + run.DEMOS["dep
 
 @pytest.mark.parametrize("side", sorted(set(SIDES)))
 def test_bundled_files_are_consistent(side):
-    path = side_path(DATA, "flickr1k", side)
+    path = side_file(DATA, "flickr1k", side)
     X = torch.load(path, weights_only=True)
     meta = json.loads(path.with_suffix(".json").read_text())
     n = 937 if side.endswith(":de") else 1000

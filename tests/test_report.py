@@ -42,7 +42,8 @@ def test_two_methods_of_one_pair_make_one_row():
     assert "qap_top1" not in table.columns  # qap has no ranking
     assert list(table.columns[:len(report.KEY_COLUMNS)]) == report.KEY_COLUMNS
     metric_cols = ["linear_cka", "kernel_cka", "unbiased_cka", "mutual_knn", "cknna"]
-    assert list(table.columns) == report.KEY_COLUMNS + metric_cols + ["linear_acc", "linear_top1", "qap_acc"]
+    assert list(table.columns) == report.KEY_COLUMNS + ["group"] + metric_cols + ["linear_acc", "linear_top1",
+                                                                                   "qap_acc"]
 
 
 def test_the_latest_run_wins():

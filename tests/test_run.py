@@ -13,9 +13,10 @@ from src.experiment import RESULT_COLUMNS, SEEDWISE_COLUMNS, append_summary
 PAPER_SEEDWISE = ["Base data", "Query data", "Source model", "Target model", "method", "base_samples",
                   "query_samples", "clustering_mode", "stretch", "seed1", "seed2", "matching_acc", "top_1",
                   "top_5", "top_10"]
-NEW = ["linear_cka", "kernel_cka", "unbiased_cka", "mutual_knn", "cknna", "image_acc", "restarts", "device",
+NEW = ["linear_cka", "kernel_cka", "unbiased_cka", "mutual_knn", "cknna", "restarts", "device",
        "seconds", "created", "config", "objective", "task", "source_side", "target_side", "source_modality",
-       "source_lang", "target_modality", "target_lang", "data_dir"]
+       "source_lang", "target_modality", "target_lang", "data_dir", "group", "method_options", "seeds",
+       "base_seed", "permutations"]
 
 
 ARGS = ["--vid_model", "vis", "--text_model", "txt", "--base_data", "base", "--query_data", "query",
@@ -55,7 +56,7 @@ def test_every_method_end_to_end(workdir, method, capsys):
     avg = pd.read_csv(workdir / "results" / seedwise[0].name)
     assert list(avg.columns) == RESULT_COLUMNS
     assert avg["matching_acc"][0] == pytest.approx(sw["matching_acc"].mean())
-    assert str(seedwise[0].relative_to(workdir)) in out and "matching_acc" in out
+    assert str(seedwise[0].relative_to(workdir)) in out and "matching accuracy" in out
 
 
 def test_same_seeds_same_numbers_and_rerun_replaces(workdir):
@@ -119,15 +120,15 @@ def test_vtl_graph_is_the_transpose():
 
 @pytest.mark.parametrize("mode, expected", [(1, list(range(0, 60, 2))), (2, list(range(1, 61, 2)))])
 def test_cluster_modes_read_the_cluster_files(workdir, mode, expected, monkeypatch):
-    from src import experiment
+    from src import tasks
     seen = {}
-    real = experiment.utils.get_data_sep
+    real = tasks.get_data_sep
 
     def spy(*a):
         seen["cluster"] = a[8] if mode == 1 else a[9]
         return real(*a)
 
-    monkeypatch.setattr(experiment.utils, "get_data_sep", spy)
+    monkeypatch.setattr(tasks, "get_data_sep", spy)
     assert run.main(["--m", "linear", "--c", str(mode)] + ARGS) == 0
     assert seen["cluster"].tolist() == expected
 

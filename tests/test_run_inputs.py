@@ -8,7 +8,7 @@ import torch
 import cluster
 import run
 from src import experiment
-from src.embeddings import save_embeddings
+from src.files import save_embeddings
 from test_run import ARGS, _bad
 
 

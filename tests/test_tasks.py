@@ -9,7 +9,7 @@ from scipy.optimize import linear_sum_assignment
 
 import run
 from src import utils
-from src.embeddings import save_embeddings
+from src.files import save_embeddings
 from test_run import _bad
 
 C, D = 12, 16
@@ -142,6 +142,6 @@ def test_class_task_flags(classes_dir, capsys):
     make_classes(classes_dir, [5] * C)
     _bad(classes_dir, capsys, ["--task", "classes", "--m", "relative"] + ARGS + ["--b", "12"], 1,
          "--b 12 anchor classes")
-    _bad(classes_dir, capsys, ["--task", "classes", "--m", "relative", "--c", "1"] + ARGS, 2, "--c and -str")
+    _bad(classes_dir, capsys, ["--task", "classes", "--m", "relative", "--c", "1"] + ARGS, 2, "--c does not apply")
     _bad(classes_dir, capsys, ["--task", "classes", "--m", "relative", "--source", "txt:text", "--target",
                                "other:text"] + ARGS[4:], 2, "one side must be MODEL:img")

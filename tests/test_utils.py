@@ -7,7 +7,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.linear_model import LinearRegression
 
-from src import utils
+from src import cka, draws, matching, utils
 
 F64 = torch.float64
 
@@ -112,7 +112,7 @@ def test_kernels_are_exactly_symmetric():
     # centred kernels are symmetrised (centring alone rounds [i, j] and [j, i] differently)
     for dtype in (torch.float32, F64):
         X, _ = paired(70, 12, 3, dtype=dtype)
-        D = utils._sq_dists(X)
+        D = cka.sq_dists(X)
         assert torch.equal(D, D.T) and torch.equal(utils.rbf(X), utils.rbf(X).T)
         for C in (utils.centered_scaled_corr_rbf(X), utils.centered_scaled_corr(X)):
             assert torch.equal(C, C.T)
@@ -266,7 +266,7 @@ def test_stretch_divides_by_std_and_leaves_constant_dims(caplog):
     assert torch.allclose(utils.stretch_representations(X), X / X.std(dim=0))
     X[:, 1] = 0.25
     X[:, 3] = 1e-3 + 1e-33 * torch.randn(50, generator=g)  # variance ~1e-66: zero in float32
-    utils._warned_constant_dims = False
+    draws._warned_constant_dims = False
     with caplog.at_level(logging.WARNING):
         S = utils.stretch_representations(X)
         utils.stretch_representations(X)
@@ -296,8 +296,8 @@ def test_draws_are_the_papers_and_leave_the_global_generators_alone():
     torch.manual_seed(1234)
     np_before, torch_before = np.random.get_state(), torch.get_rng_state()
     cases = [(0, 200, 30), (1, 5000, 320), (2, 10, 10), (7, 100000, 500)]
-    rows = [utils._legacy_choice(seed, n, k) for seed, n, k in cases]
-    shuffles = [utils._query_shuffle(n) for n in (1, 30, 500, 5000)]
+    rows = [draws.legacy_choice(seed, n, k) for seed, n, k in cases]
+    shuffles = [matching.query_shuffle(n) for n in (1, 30, 500, 5000)]
     g = torch.Generator().manual_seed(3)
     utils.linear_matching(None, None, None, None, torch.randn(20, 20, generator=g, dtype=F64))
     S = torch.randn(60, 4, generator=g, dtype=F64)
@@ -373,12 +373,12 @@ def test_qap_matching_recovers_a_planted_permutation_and_is_seeded():
 def test_qap_never_moves_an_anchor(monkeypatch):
     sb, tb, sq, tq = planted(20, 30, seed=3)
     seen = []
-    real = utils.qap_accuracy
+    real = matching.qap_accuracy
 
     def spy(col_ind, shuffle, n_base):
         seen.append(np.asarray(col_ind))
         return real(col_ind, shuffle, n_base)
 
-    monkeypatch.setattr(utils, "qap_accuracy", spy)
+    monkeypatch.setattr(matching, "qap_accuracy", spy)
     utils.qap_matching(sb, tb, sq, tq + 0.5 * torch.randn_like(tq), None, restarts=3, seed=0, progress=False)
     assert (seen[0][:20] == np.arange(20)).all()

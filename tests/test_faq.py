@@ -1,11 +1,13 @@
-"""src/qap.py: the batched seeded FAQ against scipy's, from the same starts."""
+"""src/faq.py: the batched seeded FAQ against scipy's, from the same starts; src/matching.py's graph_matching
+driver over it."""
 import numpy as np
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment, quadratic_assignment
 
 import run
-from src import matching, qap, utils
+from src import faq, matching, utils
+from src.methods import QAP
 from src.errors import UsageError
 
 F64 = torch.float64
@@ -34,11 +36,11 @@ def scipy_faq(A, B, s, P0):
 def starts(m, count, seed):
     """Randomized starts (J + K) / 2, balanced tightly enough for scipy's doubly-stochastic check."""
     g = torch.Generator().manual_seed(seed)
-    return (1.0 / m + qap.doubly_stochastic(torch.rand(count, m, m, generator=g, dtype=F64), tol=1e-12)) / 2
+    return (1.0 / m + faq.doubly_stochastic(torch.rand(count, m, m, generator=g, dtype=F64), tol=1e-12)) / 2
 
 
 def assert_same_as_scipy(A, B, s, P0):
-    cols, objs, iters = qap.faq_batch(A, B, s, P0)
+    cols, objs, iters = faq.faq_batch(A, B, s, P0)
     for k in range(P0.shape[0]):
         ref = scipy_faq(A, B, s, P0[k])
         assert np.array_equal(ref.col_ind, np.concatenate([np.arange(s), s + cols[k].numpy()])), k
@@ -52,7 +54,7 @@ def test_fast_faq_is_scipys_step_for_step_on_real_like_kernels(noise):
     # the paper's centred RBF kernels: exactly symmetric, so the one-product branch runs
     s, m = 15, 40
     A, B, _ = problem(s, m, noise, seed=1)
-    assert qap.is_symmetric(A, B)
+    assert faq.is_symmetric(A, B)
     iters = assert_same_as_scipy(A, B, s, starts(m, 6, seed=2))
     assert (iters > 2).any()  # several Frank-Wolfe steps, not only the first
 
@@ -65,17 +67,17 @@ def test_fast_faq_is_scipys_step_for_step_on_an_asymmetric_problem(noise):
     A = torch.randn(s + m, s + m, generator=g, dtype=F64)
     perm = torch.cat([torch.arange(s), s + torch.randperm(m, generator=g)])
     B = A[perm][:, perm] + noise * torch.randn(s + m, s + m, generator=g, dtype=F64)
-    assert not qap.is_symmetric(A, B) and not qap.is_symmetric(A, A)
+    assert not faq.is_symmetric(A, B) and not faq.is_symmetric(A, A)
     iters = assert_same_as_scipy(A, B, s, starts(m, 6, seed=3))
     assert (iters > 2).any()
 
 
 def test_is_symmetric_is_exact():
     A, B, _ = problem(5, 10, 0.5)
-    assert qap.is_symmetric(A, B)
+    assert faq.is_symmetric(A, B)
     A2 = A.clone()
     A2[3, 7] += 1e-15 * abs(A2[3, 7])  # far inside the old rtol=1e-10: now the general branch
-    assert not qap.is_symmetric(A2, B)
+    assert not faq.is_symmetric(A2, B)
 
 
 def test_real_inputs_take_the_symmetric_branch(monkeypatch):
@@ -87,18 +89,18 @@ def test_real_inputs_take_the_symmetric_branch(monkeypatch):
     A, B, _, n_base = utils.qap_inputs(X[:30], Y[:30], X[30:], Y[30:])
     assert A.dtype == B.dtype == F64 and A.device.type == B.device.type == "cpu" and n_base == 30
     assert torch.equal(A, A.T) and torch.equal(B, B.T)
-    assert qap.is_symmetric(A.float(), B.float())
+    assert faq.is_symmetric(A.float(), B.float())
     branches = []
-    real = qap.is_symmetric
-    monkeypatch.setattr(qap, "is_symmetric", lambda a, b: branches.append(real(a, b)) or branches[-1])
-    matching.qap(X[:30], Y[:30], X[30:], Y[30:], restarts=3, seed=0, patience=None, progress=False)
+    real = faq.is_symmetric
+    monkeypatch.setattr(faq, "is_symmetric", lambda a, b: branches.append(real(a, b)) or branches[-1])
+    matching.graph_matching(X[:30], Y[:30], X[30:], Y[30:], restarts=3, seed=0, patience=None, progress=False)
     assert branches and all(branches)
 
 
 def test_objective_is_scipys_score():
     A, B, inv = problem(10, 20, 0.5)
     other = torch.randperm(20, generator=torch.Generator().manual_seed(1))
-    objs = qap.objective_batch(A, B, 10, torch.stack([inv, other]))
+    objs = faq.objective_batch(A, B, 10, torch.stack([inv, other]))
     for k, cols in enumerate((inv, other)):
         perm = torch.cat([torch.arange(10), 10 + cols])
         assert objs[k].item() == pytest.approx(float((A * B[perm][:, perm]).sum()), rel=1e-12, abs=0)
@@ -108,7 +110,7 @@ def test_objective_is_scipys_score():
 def test_planted_permutation_recovered_and_anchors_fixed():
     s, m = 40, 30
     A, B, inv = problem(s, m, 0.02, seed=3)
-    res = qap.seeded_qap(A, B, s, restarts=8, init="randomized", seed=0)
+    res = faq.seeded_qap(A, B, s, restarts=8, init="randomized", seed=0)
     assert (res.col_ind[:s] == np.arange(s)).all()
     assert (res.col_ind[s:] - s == inv.numpy()).all()
     assert res.restarts == 8 and len(res.objectives) == 8 and res.objective == max(res.objectives)
@@ -116,14 +118,14 @@ def test_planted_permutation_recovered_and_anchors_fixed():
 
 def test_same_seed_same_result():
     A, B, _ = problem(20, 40, 1.0, seed=4)
-    a = qap.seeded_qap(A, B, 20, restarts=12, seed=5, batch_size=4)
-    b = qap.seeded_qap(A, B, 20, restarts=12, seed=5, batch_size=4)
+    a = faq.seeded_qap(A, B, 20, restarts=12, seed=5, batch_size=4)
+    b = faq.seeded_qap(A, B, 20, restarts=12, seed=5, batch_size=4)
     assert a.objectives == b.objectives and (a.col_ind == b.col_ind).all()
 
 
 def test_patience_stops_when_restarts_stop_improving():
     A, B, _ = problem(30, 20, 0.05, seed=4)  # easy: every restart finds the same optimum
-    res = qap.seeded_qap(A, B, 30, restarts=100, seed=5, patience=4, batch_size=4)
+    res = faq.seeded_qap(A, B, 30, restarts=100, seed=5, patience=4, batch_size=4)
     assert res.restarts < 100
     best_at = int(np.argmax(res.objectives))  # the first best
     assert res.restarts - 1 - best_at >= 4
@@ -132,26 +134,26 @@ def test_patience_stops_when_restarts_stop_improving():
 def test_warm_start_runs_first_from_the_given_assignment():
     s, m = 40, 30
     A, B, inv = problem(s, m, 0.02, seed=6)
-    res = qap.seeded_qap(A, B, s, restarts=3, init="warm", warm=inv.numpy(), seed=0)
+    res = faq.seeded_qap(A, B, s, restarts=3, init="warm", warm=inv.numpy(), seed=0)
     assert (res.col_ind[s:] - s == inv.numpy()).all()
-    exact = qap.objective_batch(A, B, s, inv[None])[0].item()
+    exact = faq.objective_batch(A, B, s, inv[None])[0].item()
     assert res.objectives[0] == pytest.approx(exact)
-    assert qap.seeded_qap(A, B, s, init="barycenter", restarts=50).restarts == 1  # deterministic: one run
+    assert faq.seeded_qap(A, B, s, init="barycenter", restarts=50).restarts == 1  # deterministic: one run
 
 
 def test_float32_iterates_reach_the_float64_solution():
     A, B, inv = problem(40, 30, 0.05, seed=7)
-    r64 = qap.seeded_qap(A, B, 40, restarts=8, seed=1, dtype=F64)
-    r32 = qap.seeded_qap(A, B, 40, restarts=8, seed=1, dtype=torch.float32)
+    r64 = faq.seeded_qap(A, B, 40, restarts=8, seed=1, dtype=F64)
+    r32 = faq.seeded_qap(A, B, 40, restarts=8, seed=1, dtype=torch.float32)
     assert (r32.col_ind == r64.col_ind).all() and r32.objective == r64.objective  # scored in float64
 
 
 def test_bad_init_names():
     A, B, _ = problem(5, 5, 0.1)
     with pytest.raises(ValueError):
-        qap.seeded_qap(A, B, 5, init="nope")
+        faq.seeded_qap(A, B, 5, init="nope")
     with pytest.raises(ValueError):
-        qap.seeded_qap(A, B, 5, init="warm")
+        faq.seeded_qap(A, B, 5, init="warm")
 
 
 def test_bad_solver_and_init_are_usage_errors(capsys):
@@ -166,7 +168,7 @@ def test_two_opt_gains_are_exact_and_never_lower_the_objective():
     A, B, _ = problem(s, m, 1.0, seed=8)
     start = np.concatenate([np.arange(s), s + np.random.default_rng(0).permutation(m)])
     score = lambda p: float((A * B[p][:, p]).sum())  # noqa: E731
-    col, obj, swaps = qap.two_opt(A, B, s, start)
+    col, obj, swaps = faq.two_opt(A, B, s, start)
     assert swaps > 0 and obj > score(start)
     assert obj == pytest.approx(score(col), abs=1e-12)
     assert (col[:s] == np.arange(s)).all() and sorted(col) == list(range(s + m))
@@ -180,7 +182,7 @@ def test_two_opt_gains_are_exact_and_never_lower_the_objective():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_runs_on_gpu_tensors():
     A, B, inv = problem(40, 30, 0.02, seed=3)
-    res = qap.seeded_qap(A.cuda(), B.cuda(), 40, restarts=8, seed=0)
+    res = faq.seeded_qap(A.cuda(), B.cuda(), 40, restarts=8, seed=0)
     assert (res.col_ind[40:] - 40 == inv.numpy()).all()
 
 
@@ -222,7 +224,7 @@ def test_hungarian_is_linear_matching_and_returns_the_unshuffled_assignment():
 def test_qap_recovers_a_planted_permutation_as_an_assignment(options):
     sb, tb, sq, tq = views(30, 25, seed=1)
     sigma = torch.randperm(25, generator=torch.Generator().manual_seed(2))
-    acc, info = matching.qap(sb, tb, sq, tq[sigma], restarts=4, seed=1, progress=False, **options)
+    acc, info = matching.graph_matching(sb, tb, sq, tq[sigma], restarts=4, seed=1, progress=False, **options)
     assert set(info) == {"objective", "restarts", "assignment"}
     assert info["assignment"].dtype == np.int64
     assert np.array_equal(info["assignment"], torch.argsort(sigma).numpy())  # source i -> its own target
@@ -232,17 +234,17 @@ def test_qap_recovers_a_planted_permutation_as_an_assignment(options):
 
 def test_qap_scipy_is_the_papers_qap_matching():
     sb, tb, sq, tq = views(20, 20, seed=3, noise=0.5)
-    acc, info = matching.qap(sb, tb, sq, tq, solver="scipy", restarts=3, seed=4, progress=False)
+    acc, info = matching.graph_matching(sb, tb, sq, tq, solver="scipy", restarts=3, seed=4, progress=False)
     assert utils.qap_matching(sb, tb, sq, tq, None, restarts=3, seed=4, progress=False, return_info=True) == (
         acc, {"objective": info["objective"], "restarts": 3})
 
 
 def test_qap_fast_options():
     sb, tb, sq, tq = views(20, 30, seed=5, noise=1.0)
-    run_all = matching.qap(sb, tb, sq, tq, restarts=16, seed=0, patience=0, progress=False)[1]
+    run_all = matching.graph_matching(sb, tb, sq, tq, restarts=16, seed=0, patience=0, progress=False)[1]
     assert run_all["restarts"] == 16  # patience 0: never stop early (run.py's "0: never")
-    assert matching.qap(sb, tb, sq, tq, restarts=16, seed=0, patience=None, progress=False)[1]["restarts"] == 16
-    assert matching.qap(sb, tb, sq, tq, restarts=16, seed=0, patience=1, progress=False)[1]["restarts"] < 16
+    assert matching.graph_matching(sb, tb, sq, tq, restarts=16, seed=0, patience=None, progress=False)[1]["restarts"] == 16
+    assert matching.graph_matching(sb, tb, sq, tq, restarts=16, seed=0, patience=1, progress=False)[1]["restarts"] < 16
     A, B, shuffle, n = utils.qap_inputs(sb, tb, sq, tq)
     unshuffle = torch.argsort(shuffle).numpy()
 
@@ -250,34 +252,35 @@ def test_qap_fast_options():
         perm = np.concatenate([np.arange(n), n + unshuffle[assignment]])
         return float((A * B[perm][:, perm]).sum())
 
-    plain = matching.qap(sb, tb, sq, tq, restarts=4, seed=0, progress=False)[1]
-    polished = matching.qap(sb, tb, sq, tq, restarts=4, seed=0, polish=True, progress=False)[1]
+    plain = matching.graph_matching(sb, tb, sq, tq, restarts=4, seed=0, progress=False)[1]
+    polished = matching.graph_matching(sb, tb, sq, tq, restarts=4, seed=0, polish=True, progress=False)[1]
     for info in (plain, polished):
         assert info["objective"] == pytest.approx(score(info["assignment"]), rel=1e-12, abs=0)
     assert polished["objective"] > plain["objective"]  # this problem has a pair swap to make
-    assert matching.qap(sb, tb, sq, tq, restarts=4, seed=0, progress=False)[1]["objective"] == plain["objective"]
+    assert matching.graph_matching(sb, tb, sq, tq, restarts=4, seed=0, progress=False)[1]["objective"] == plain["objective"]
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(solver="magic"), "--qap-solver magic"),
-    (dict(init="magic"), "--qap-init magic"),
+    (dict(qap_solver="magic"), "--qap-solver magic"),
+    (dict(qap_init="magic"), "--qap-init magic"),
     (dict(restarts=0), "--restarts 0"),
-    (dict(patience=-1), "--qap-patience -1"),
-    (dict(solver="scipy", init="relative"), "--qap-init relative needs --qap-solver fast"),
-    (dict(solver="scipy", init="barycenter"), "--qap-init barycenter needs --qap-solver fast"),
-    (dict(solver="scipy", polish=True), "--qap-polish needs --qap-solver fast"),
+    (dict(qap_patience=-1), "--qap-patience -1"),
+    (dict(qap_solver="scipy", qap_init="relative"), "--qap-init relative needs --qap-solver fast"),
+    (dict(qap_solver="scipy", qap_init="barycenter"), "--qap-init barycenter needs --qap-solver fast"),
+    (dict(qap_solver="scipy", qap_polish=True), "--qap-polish needs --qap-solver fast"),
 ])
 def test_bad_qap_options_are_usage_errors_before_any_work(options, message, monkeypatch):
     with pytest.raises(UsageError, match=message):
-        matching.check_qap_options(**options)
-    monkeypatch.setattr(utils, "qap_inputs", lambda *a, **k: pytest.fail("built the problem"))
-    with pytest.raises(UsageError, match=message):
-        matching.qap(None, None, None, None, progress=False, **options)
+        QAP.create(options)
+    monkeypatch.setattr(matching, "qap_inputs", lambda *a, **k: pytest.fail("built the problem"))
+    if "restarts" in options:  # the paper's API checks its arguments as the qap method's options
+        with pytest.raises(UsageError, match=message):
+            utils.qap_matching(None, None, None, None, None, progress=False, **options)
 
 
 def test_good_qap_options_pass():
     for solver in matching.SOLVERS:
-        matching.check_qap_options(solver=solver, restarts=1, patience=0)
+        assert QAP.create(dict(qap_solver=solver, restarts=1, qap_patience=0)).qap_patience is None
     for init in matching.QAP_INITS:
-        matching.check_qap_options(init=init, patience=None, polish=True)
+        QAP.create(dict(qap_init=init, qap_patience=None, qap_polish=True))
     assert set(matching.WARM_GRAPHS) < set(matching.QAP_INITS)

@@ -1,0 +1,342 @@
+"""Everything on disk: the one path builder, the sidecar type, atomic writes and checked reading.
+
+Files (``data_dir`` defaults to ``data/``, results to ``results/`` and ``seedwise/``):
+
+- ``{data_dir}/{dataset}[-{lang}]_{file_tag(model)}_{img|text}.pt``: a plain float32 N x D tensor (loadable
+  exactly like the paper's files), and beside it ``.json``, its sidecar (``Sidecar``): which model, pooling,
+  dataset and image ids (in row order), classes and labels produced it.
+- ``..._{img|text}_cluster.pt``: anchor row indices (1-D int64), its sidecar ties it to the embeddings it was
+  made from (their digest).
+- ``{results_dir}/{run name}.csv`` (averaged over seeds), ``{seedwise_dir}/{run name}.csv`` (a row per
+  seed), ``{results_dir}/summary.csv`` (every run's averaged row), ``table.csv`` and figures.
+
+Every write goes to a temporary file in the target folder, then ``os.replace``: a killed job never leaves a
+truncated file that later looks finished, and a file is either the old one or the new one.
+"""
+import hashlib
+import json
+import os
+import shlex
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .errors import DataError
+from .names import Side, file_tag, parse_side
+
+SIDECAR_VERSION = 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Paths: the one builder
+# ----------------------------------------------------------------------------------------------------------
+
+def side_file(data_dir, dataset, side, cluster=False):
+    """The file of a side (``MODEL:MODALITY[:LANG]``, a Side or its text) of a dataset:
+    ``{data_dir}/{dataset}[-{lang}]_{file_tag(model)}_{modality}[_cluster].pt``."""
+    side = parse_side(side)
+    name = f"{side.dataset(dataset)}_{file_tag(side.model)}_{side.modality}" + ("_cluster" if cluster else "")
+    return Path(data_dir) / f"{name}.pt"
+
+
+def embedding_path(data_dir, dataset, model, modality):
+    """``side_file`` of ``model`` (as the user writes it, e.g. ``hf:org/x@encoder.layer.6``) and a modality."""
+    return side_file(data_dir, dataset, Side(model, modality))
+
+
+def cluster_path(data_dir, dataset, model, modality):
+    return side_file(data_dir, dataset, Side(model, modality), cluster=True)
+
+
+def sidecar_path(path):
+    return Path(path).with_suffix(".json")
+
+
+SUMMARY_NAME, TABLE_NAME = "summary.csv", "table.csv"
+NOT_RESULTS = {SUMMARY_NAME, TABLE_NAME}  # CSVs in results/ that are not one run's averaged row
+
+
+def run_paths(results_dir, seedwise_dir, name):
+    """The files of one run (configuration) named ``name``."""
+    return {"seedwise": Path(seedwise_dir) / f"{name}.csv", "results": Path(results_dir) / f"{name}.csv",
+            "summary": Path(results_dir) / SUMMARY_NAME}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sidecars
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Sidecar:
+    """What an embeddings (or cluster) file was made from. Written and read only through this type.
+
+    Version 1: the sidecars before this type (no ``version`` field), read the same way.
+    """
+    version: int = SIDECAR_VERSION
+    kind: str = "embeddings"                # "embeddings" or "cluster"
+    # the model and how a row is made
+    model: Optional[str] = None             # [random:]BASE[@LAYER]
+    base: Optional[str] = None
+    layer: Optional[str] = None
+    init: Optional[str] = None              # "pretrained" or "random (torch.manual_seed(0))"
+    family: Optional[str] = None
+    hub_id: Optional[str] = None
+    revision: Optional[str] = None
+    weights: Optional[str] = None
+    pooling: Optional[str] = None
+    modality: Optional[str] = None
+    precision: Optional[str] = None
+    batch_size: Optional[int] = None
+    versions: Optional[dict] = None
+    created: Optional[str] = None
+    # the data: rows in order
+    dataset: Optional[str] = None
+    images: Optional[str] = None
+    captions: Optional[str] = None
+    image_ids: Optional[list] = None        # captions data: image id of each row; classes: "folder/file"
+    dropped: Optional[dict] = None
+    n: Optional[int] = None
+    d: Optional[int] = None
+    dtype: Optional[str] = None
+    file: Optional[str] = None
+    # classification datasets
+    task_data: Optional[str] = None         # "classes"
+    classes: Optional[list] = None          # class names in label (and text row) order
+    folders: Optional[list] = None
+    classes_file: Optional[str] = None
+    labels: Optional[list] = None           # image rows: class index of each row
+    templates: Optional[list] = None        # text rows: the prompt templates
+    templates_file: Optional[str] = None
+    # cluster files
+    embeddings: Optional[str] = None        # the embeddings file's name
+    digest: Optional[str] = None            # sha1 of the embeddings tensor's bytes
+    rows: Optional[int] = None
+    n_clusters: Optional[int] = None
+    anchors: Optional[int] = None
+    exact_count: Optional[bool] = None
+    kmeans: Optional[str] = None
+    extra: dict = field(default_factory=dict)  # fields this version does not know, kept as they are
+
+    @classmethod
+    def from_dict(cls, data, path="sidecar"):
+        if not isinstance(data, dict):
+            raise DataError(f"{path} holds a JSON {type(data).__name__}, not an object; delete it and re-run the "
+                            f"command that made its file")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        side = cls(**{k: v for k, v in data.items() if k in known},
+                   extra={k: v for k, v in data.items() if k not in known})
+        if "version" not in data:
+            side.version = 1
+        side._check(path)
+        return side
+
+    def to_dict(self):
+        out = {k: v for k, v in asdict(self).items() if k != "extra" and (v is not None or k == "revision")}
+        out.update(self.extra)
+        return out
+
+    def _check(self, path):
+        """Types of the fields that run.py relies on (a hand-edited sidecar gets a message, not a traceback)."""
+        def bad(name, what):
+            raise DataError(f"{path}: {name} must be {what}; re-run the command that made its file "
+                            f"(get_embeds.py or cluster.py) with --overwrite, or fix the sidecar")
+        if not isinstance(self.version, int) or isinstance(self.version, bool):
+            bad("version", "a whole number")
+        if self.version > SIDECAR_VERSION:
+            raise DataError(f"{path} is a version {self.version} sidecar, newer than this code reads "
+                            f"({SIDECAR_VERSION}); update the repository")
+        for name in ("image_ids", "labels", "classes", "folders", "templates"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), list):
+                bad(name, "a list")
+        if self.image_ids is not None and not all(isinstance(i, (int, str)) and not isinstance(i, bool)
+                                                  for i in self.image_ids):
+            bad("image_ids", "a list of numbers or strings")
+        if self.classes is not None and not all(isinstance(c, str) for c in self.classes):
+            bad("classes", "a list of class names (strings)")
+        if self.labels is not None:
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in self.labels):
+                bad("labels", "a list of class indices (whole numbers)")
+            if self.classes is not None and self.labels and not (0 <= min(self.labels) and
+                                                                 max(self.labels) < len(self.classes)):
+                bad("labels", f"class indices in 0..{len(self.classes) - 1} (one per class in 'classes')")
+        for name in ("n", "d", "rows"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                bad(name, "a whole number")
+        for name in ("digest", "task_data", "model", "embeddings"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                bad(name, "a string")
+
+    def row_count(self):
+        """How many rows the sidecar says its file has (None: it does not say)."""
+        listed = self.image_ids if self.image_ids is not None else self.labels
+        return len(listed) if listed is not None else self.n
+
+
+def read_sidecar(path):
+    """The Sidecar beside a file (its ``.json``), or None when there is none (e.g. the paper's files)."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        if side.exists():
+            raise DataError(f"{side} is not a file; remove it")
+        return None
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{side} is not valid JSON ({e}); delete it or re-run get_embeds.py --overwrite")
+    return Sidecar.from_dict(data, side)
+
+
+def write_sidecar(path, sidecar: Sidecar):
+    atomic_write_text(sidecar_path(path), json.dumps(sidecar.to_dict(), indent=1) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Commands that make a missing file (for messages)
+# ----------------------------------------------------------------------------------------------------------
+
+def get_embeds_command(dataset, model, path=None):
+    """The command that writes an embeddings file. ``path``: that file, to name its folder (--data-dir when
+    it is not data/), to read its sidecar (a classification dataset takes --images ROOT alone) and, when it
+    exists but is unusable, to add --overwrite (without it get_embeds.py would skip the file)."""
+    cmd = f"python get_embeds.py --m {shlex.quote(str(model))} --d {shlex.quote(str(dataset))}"
+    if dataset not in ("coco", "nocaps"):
+        classes = False
+        if path is not None:
+            try:
+                side = read_sidecar(path)
+                classes = side is not None and side.task_data == "classes"
+            except DataError:
+                pass
+        cmd += " --images ROOT" if classes else " --images DIR --captions FILE"
+    if path is not None:
+        if Path(path).parent != Path("data"):
+            cmd += f" --data-dir {shlex.quote(str(Path(path).parent))}"
+        if Path(path).exists():
+            cmd += " --overwrite"
+    return cmd
+
+
+def cluster_command(dataset, model, modality, n_clusters, data_dir="data"):
+    cmd = (f"python cluster.py --m {shlex.quote(str(model))} --d {shlex.quote(str(dataset))} --nc {n_clusters}"
+           + (" -t" if modality == "text" else ""))
+    return cmd + (f" --data-dir {shlex.quote(str(data_dir))}" if Path(data_dir) != Path("data") else "")
+
+
+def tensor_digest(tensor):
+    """sha1 of a tensor's bytes: ties a cluster file to the exact embeddings it was made from."""
+    t = tensor.detach().cpu().contiguous()
+    return hashlib.sha1(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"").hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Writing: temporary file in the same folder, then os.replace
+# ----------------------------------------------------------------------------------------------------------
+
+def _atomic(path, write):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_torch_save(obj, path):
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path, text):
+    _atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_bytes(path, data):
+    _atomic(path, lambda f: f.write(data))
+
+
+def save_embeddings(tensor, path, sidecar):
+    """Write the N x D float32 tensor and its sidecar (a Sidecar or a dict of its fields; sidecar first: a
+    .pt never lacks one)."""
+    tensor = tensor.detach().to("cpu", torch.float32).contiguous()
+    if not isinstance(sidecar, Sidecar):
+        sidecar = Sidecar.from_dict(dict(sidecar), path)
+    sidecar.version = SIDECAR_VERSION
+    sidecar.n, sidecar.d, sidecar.dtype, sidecar.file = int(tensor.shape[0]), int(tensor.shape[1]), "float32", \
+        Path(path).name
+    write_sidecar(path, sidecar)
+    atomic_torch_save(tensor, path)
+
+
+def save_cluster(picks, path, embeddings_path, embeddings, n_clusters, exact_count, kmeans):
+    """Write anchor row indices and their sidecar (with the digest of the embeddings they index)."""
+    write_sidecar(path, Sidecar(kind="cluster", embeddings=Path(embeddings_path).name,
+                                digest=tensor_digest(embeddings), rows=int(embeddings.shape[0]),
+                                n_clusters=n_clusters, anchors=int(picks.numel()), exact_count=exact_count,
+                                kmeans=kmeans))
+    atomic_torch_save(picks, path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------------------
+
+def load_tensor(path, fix=None):
+    """torch.load(weights_only=True) with one clear message for a missing, unreadable or non-tensor file."""
+    path = Path(path)
+    hint = f"; {fix}" if fix else ""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist{hint}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, pickled objects refused by weights_only, ...
+        raise DataError(f"{path} cannot be read as a tensor file ({type(e).__name__}: {str(e)[:200]}){hint}")
+    return obj
+
+
+def load_embeddings(path, fix=None):
+    """An N x D floating tensor with finite values, on the CPU."""
+    obj = load_tensor(path, fix)
+    if not isinstance(obj, torch.Tensor) or obj.ndim != 2 or not obj.is_floating_point():
+        what = f"a {obj.ndim}-D {obj.dtype} tensor" if isinstance(obj, torch.Tensor) else type(obj).__name__
+        raise DataError(f"{path} holds {what}, not an N x D float tensor of embeddings"
+                        + (f"; {fix}" if fix else ""))
+    if obj.dtype in (torch.float16, torch.bfloat16):
+        obj = obj.float()  # the math needs float32 or float64; half-precision files are valid input
+    bad = ~torch.isfinite(obj).all(dim=1)
+    if bad.any():
+        rows = torch.nonzero(bad).flatten().tolist()
+        raise DataError(f"{path} has NaN or inf in {len(rows)} row(s), first {rows[:5]}; "
+                        f"re-extract it with get_embeds.py --overwrite (try --precision fp32)")
+    return obj
+
+
+def load_cluster(path, n_rows, fix=None):
+    """Anchor row indices as a 1-D int64 tensor, checked to fit embeddings of n_rows rows. A plain list of
+    ints (the paper's format) is accepted; the paper's lists of NumPy integers are refused by
+    weights_only loading, and the message says to re-run cluster.py."""
+    obj = load_tensor(path, fix)
+    if isinstance(obj, (list, tuple)):
+        obj = torch.tensor(obj)
+    if not isinstance(obj, torch.Tensor) or obj.ndim != 1 or obj.is_floating_point():
+        raise DataError(f"{path} is not a 1-D integer tensor of row indices" + (f"; {fix}" if fix else ""))
+    obj = obj.to(torch.int64)
+    if obj.numel() and (obj.min() < 0 or obj.max() >= n_rows):
+        raise DataError(f"{path} holds row indices outside 0..{n_rows - 1} of its embeddings; "
+                        + (fix or "re-run cluster.py"))
+    if obj.unique().numel() != obj.numel():
+        raise DataError(f"{path} lists {obj.numel() - obj.unique().numel()} row index(es) more than once "
+                        f"(repeated anchors inflate CKA); " + (fix or "re-run cluster.py"))
+    return obj
