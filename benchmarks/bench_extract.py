@@ -7,7 +7,7 @@ images/s of
   - bare:    the forward pass alone on preprocessed tensors already on the device (the ceiling);
 and the ratios batched / paper and batched / bare, measured in one run.
 
-    python benchmarks/bench_extract.py --images ../shared/data/flickr8k-1k/images
+    python benchmarks/bench_extract.py --images $VLSIM_DATA_ROOT/flickr8k-1k/images   # (the default)
     python benchmarks/bench_extract.py --batch-size 32            # the old CPU default, for comparison
     python benchmarks/bench_extract.py --device cuda --batch-size 128 --workers 8     # on a GPU
     python benchmarks/bench_extract.py --device cuda --model dinov2 --random-dinov2-large /tmp/d2l
@@ -51,7 +51,9 @@ def save_random_dinov2_large(path):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--images", default=str(ROOT.parent / "shared" / "data" / "flickr8k-1k" / "images"))
+    p.add_argument("--images", default=os.path.join(os.environ.get("VLSIM_DATA_ROOT", "data-root"), "flickr8k-1k",
+                                                    "images"),
+                   help="flickr8k photos (default: $VLSIM_DATA_ROOT/flickr8k-1k/images)")
     p.add_argument("--captions", default=None, help="default: captions.json beside --images")
     p.add_argument("--n", type=int, default=256, help="photos")
     p.add_argument("--device", default="cpu")

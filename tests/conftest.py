@@ -8,7 +8,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FLICKR = ROOT.parent / "shared" / "data" / "flickr8k-1k"
+# The real photos and captions (Flickr8k: 1,000 photos with captions in English, Chinese and German;
+# Caltech-101: 100 classes x 20 photos) are found through one environment variable, which .ci/run sets.
+DATA_ROOT_VAR = "VLSIM_DATA_ROOT"
+DATA_ROOT = Path(os.environ[DATA_ROOT_VAR]) if os.environ.get(DATA_ROOT_VAR) else None
+FLICKR = (DATA_ROOT or Path("/nonexistent")) / "flickr8k-1k"
+CALTECH = (DATA_ROOT or Path("/nonexistent")) / "caltech101-2k"
+NO_DATA = (f"the real data is not here: set {DATA_ROOT_VAR} to the folder that holds flickr8k-1k/ and "
+           f"caltech101-2k/ (README, Tests)")
 
 # Tests never download: any hub access must fail fast instead of hanging on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,7 +26,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture
 def flickr():
     if not (FLICKR / "captions.json").is_file():
-        pytest.skip(f"{FLICKR} is not here (it lies in ../shared beside the checkout)")
+        pytest.skip(NO_DATA)
     return FLICKR
 
 

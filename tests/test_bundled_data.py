@@ -1,6 +1,6 @@
 """The bundled flickr1k embeddings in data/: sidecars agree with their tensors, and three photos' rows agree
 with an extraction written out here without src/'s encoders (real offline models, the shared photos and
-captions). A file that is not bundled skips its case; so does every row check without ../shared/data.
+captions). A file that is not bundled skips its case; so does every row check without the real data (VLSIM_DATA_ROOT).
 
 Tolerance 1e-4: the bundled files may come from another build (BLAS, oneDNN kernels).
 """
@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FLICKR
+from conftest import FLICKR, NO_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -42,7 +42,7 @@ def bundled(stem):
 
 def coco(lang=""):
     if not (FLICKR / LANG_FILE[lang]).is_file():
-        pytest.skip(f"{FLICKR} is not here")
+        pytest.skip(NO_DATA)
     return json.loads((FLICKR / LANG_FILE[lang]).read_text(encoding="utf-8"))
 
 

@@ -14,11 +14,11 @@ from PIL import Image
 
 import get_embeds
 import tiny_models as tm
+from conftest import CALTECH, NO_DATA
 from src.datasets import DEFAULT_TEMPLATES, CaptionsDataset, ClassesDataset, load_dataset, open_rgb
 from src.encoders import load_encoder
 from src.extraction import extract_class_texts
 
-CALTECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101-2k"
 
 # The tree the fixture writes, as a plain listing: folders in Python string order (uppercase first),
 # files sorted within a folder; notes.txt, a hidden file and the root's README are not images.
@@ -286,7 +286,7 @@ def caltech6(tmp_path, monkeypatch):
     """2 classes x 3 photos of caltech101-2k, copied into tmp_path (never into the repository)."""
     keep = ["Faces", "accordion"]
     if not all((CALTECH / "images" / k).is_dir() for k in keep) or not (CALTECH / "classes.json").is_file():
-        pytest.skip(f"{CALTECH} is not here (it lies in ../shared beside the checkout)")
+        pytest.skip(NO_DATA)
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "caltech6"
     for k in keep:

@@ -1,6 +1,6 @@
 """run.py --task classes / classify on real photos: 30 Caltech-101 classes, EfficientNet-Lite0 images and
 MiniLM class-name prompts, seed by seed against the paper's definitions written out here. Skipped when
-../shared/data is absent.
+the real data is absent (VLSIM_DATA_ROOT unset).
 
 The subset is copied into tmp_path as an ImageFolder tree (never into the repository); classes get 2, 3 or
 4 photos in turn, so that image_acc (weighted by images) and matching_acc (per class) differ.
@@ -17,12 +17,12 @@ from scipy.optimize import linear_sum_assignment
 
 import get_embeds
 import run
+from conftest import CALTECH, NO_DATA
 from src import matching, utils
 
-CALTECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101-2k"
 C, B, SEEDS = 30, 20, (0, 1, 2)
 
-pytestmark = pytest.mark.skipif(not (CALTECH / "classes.json").is_file(), reason=f"{CALTECH} is not here")
+pytestmark = pytest.mark.skipif(not (CALTECH / "classes.json").is_file(), reason=NO_DATA)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Cross-lingual caption matching on real data: English, Chinese and German captions of the same flickr8k
 photos, extracted with real offline models, matched by run.py --source / --target and checked seed by seed
-against the paper's definitions written out here. Skipped when ../shared/data is absent.
+against the paper's definitions written out here. Skipped when the real data is absent (VLSIM_DATA_ROOT unset).
 
 The subset (the first 80 photos by id) is written as COCO jsons in tmp_path; images are read in place.
 German covers 77 of these 80 photos (Multi30K lacks ids 54, 55 and 68): German runs pair by image id.
@@ -15,13 +15,13 @@ from scipy.optimize import linear_sum_assignment
 
 import get_embeds
 import run
-from conftest import FLICKR
+from conftest import FLICKR, NO_DATA
 from src import matching, utils
 
 N, B, Q = 80, 30, 40
 SEEDS = (0, 1, 2)
 
-pytestmark = pytest.mark.skipif(not (FLICKR / "captions_de.json").is_file(), reason=f"{FLICKR} is not here")
+pytestmark = pytest.mark.skipif(not (FLICKR / "captions_de.json").is_file(), reason=NO_DATA)
 
 
 def subset(src, dst, n=N):
