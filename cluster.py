@@ -6,8 +6,8 @@ import sys
 
 from src.cli import ArgumentParser, DataError, UsageError, run_main
 from src.clustering import cluster_anchors
-from src.files import get_embeds_command, load_embeddings, save_cluster, side_file
 from src.encoders import REGISTRY
+from src.files import get_embeds_command, load_embeddings, save_cluster, side_file
 from src.names import Side, parse_model
 
 

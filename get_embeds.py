@@ -18,13 +18,28 @@ from datetime import datetime, timezone
 import torch
 import torch.distributed as dist
 
-from src.cli import (ArgumentParser, UsageError, add_device_args, batch_size_arg, positive_int, workers_arg,
-                     quiet_output, resolve_device, run_main)
+from src.cli import (
+    ArgumentParser,
+    UsageError,
+    add_device_args,
+    batch_size_arg,
+    positive_int,
+    quiet_output,
+    resolve_device,
+    run_main,
+    workers_arg,
+)
 from src.datasets import ClassesDataset, load_dataset, open_rgb
-from src.files import Sidecar, save_embeddings, side_file
 from src.encoders import REGISTRY, get_spec, load_encoder
-from src.extraction import (AUTO_BATCH_DEFAULT, PRECISIONS, extract_class_texts, extract_layers, remove_partial,
-                            resolve_batch_size)
+from src.extraction import (
+    AUTO_BATCH_DEFAULT,
+    PRECISIONS,
+    extract_class_texts,
+    extract_layers,
+    remove_partial,
+    resolve_batch_size,
+)
+from src.files import Sidecar, save_embeddings, side_file
 from src.names import FINAL, Side, parse_model
 
 

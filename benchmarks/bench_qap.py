@@ -15,8 +15,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 
 from src import utils  # noqa: E402
-from src.matching import graph_matching  # noqa: E402
 from src.files import embedding_path, load_embeddings  # noqa: E402
+from src.matching import graph_matching  # noqa: E402
 
 
 def main():

@@ -71,8 +71,7 @@ def library_verbosity(quiet):
         except ImportError:
             pass
         try:
-            from huggingface_hub.utils import (are_progress_bars_disabled, disable_progress_bars,
-                                               enable_progress_bars)
+            from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
             if not are_progress_bars_disabled():
                 disable_progress_bars()
                 undo.append(enable_progress_bars)
@@ -138,7 +137,7 @@ def resolve_device(device="auto", gpu=None):
             if gpu >= torch.cuda.device_count():
                 raise UsageError(f"--gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) visible")
             return torch.device(f"cuda:{gpu}")
-        warnings.warn(f"--gpu {gpu} given but CUDA is not available; using --device {device}")
+        warnings.warn(f"--gpu {gpu} given but CUDA is not available; using --device {device}", stacklevel=2)
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

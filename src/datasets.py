@@ -82,8 +82,6 @@ def _check_image(path, full):
         with Image.open(path) as im:
             if full:
                 im.load()
-            else:
-                im.size
     except Exception as e:  # PIL raises many types for bad files
         return f"undecodable ({type(e).__name__})"
     return None

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from .errors import DataError, UsageError
 from .names import FINAL, RANDOM, parse_model
 
+
 @dataclass(frozen=True)
 class EncoderSpec:
     name: str
@@ -132,7 +133,8 @@ def get_spec(name):
             if family == "timm":
                 return EncoderSpec(name, "timm", ident, ("img",), "timm pooled features, num_classes=0")
             if family == "st":
-                return EncoderSpec(name, "st", ident, ("text",), "mean of the sentence embeddings of an image's captions")
+                return EncoderSpec(name, "st", ident, ("text",),
+                                   "mean of the sentence embeddings of an image's captions")
             return EncoderSpec(name, "clip", ident, ("img", "text"), REGISTRY["clip"].pooling)
     raise UsageError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}; or hf:<repo>, timm:<name>, "
                      f"st:<name>, clip:<repo>")

@@ -23,10 +23,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .errors import DataError
-from .names import FINAL
 from .datasets import open_rgb
+from .errors import DataError
 from .files import atomic_torch_save, atomic_write_text, load_tensor
+from .names import FINAL
 
 _logger = logging.getLogger(__name__)
 
@@ -155,7 +155,8 @@ def extract(encoder, dataset, modality, out_path, batch_size=32, num_workers=4, 
 def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_workers=4, precision="fp32",
                    chunk_size=512, rank=0, world_size=1, progress=True):
     """outputs: {layer: final file path} (``final``: the model's usual row). One forward pass a batch serves
-    every layer. batch_size: images (their captions, for text) a batch, or "auto" (resolve_batch_size). Returns {layer: N x D float32 on the CPU} on rank 0, None on the other ranks."""
+    every layer. batch_size: images (their captions, for text) a batch, or "auto" (resolve_batch_size).
+    Returns {layer: N x D float32 on the CPU} on rank 0, None on the other ranks."""
     layers = list(outputs)
     batch_size = resolve_batch_size(batch_size, encoder.device, modality)
     num_workers = resolve_num_workers(num_workers, encoder.device)

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-
 INITS = ("randomized", "barycenter", "warm")
 SOLVERS = ("fast", "scipy")
 
@@ -257,7 +256,8 @@ def two_opt(A, B, n_seeds, col_ind, max_swaps=100000, rtol=1e-12):
         Bu = Bp[u][:, u]
         dB, dC = torch.diagonal(Bu), torch.diagonal(C)
         gain = 2 * (C + C.T - dC[:, None] - dC[None, :] - (dA[:, None] - Au) * (Bu - dB[:, None])
-                    - (Au - dA[None, :]) * (dB[None, :] - Bu)) + (dA[:, None] - dA[None, :]) * (dB[None, :] - dB[:, None])
+                    - (Au - dA[None, :]) * (dB[None, :] - Bu)) \
+            + (dA[:, None] - dA[None, :]) * (dB[None, :] - dB[:, None])
         best, k = gain.view(-1).max(dim=0)
         if best.item() <= rtol * abs(objective):
             break

@@ -429,7 +429,8 @@ def format_table(table):
     blocks = [("alignment", [c for c in metrics.metric_columns(1) if c in table], lambda c: c)]
     for title, suffix, _ in _score_suffixes():
         cols = [f"{m}{suffix}" for m in methods if f"{m}{suffix}" in table]
-        blocks.append((title, cols, lambda c, n=len(suffix): c[:-n]))
+        n = len(suffix)
+        blocks.append((title, cols, lambda c, n=n: c[:-n]))
     out = [head] if head else []
     for title, cols, name in blocks:
         if not cols:

@@ -13,8 +13,17 @@ from typing import Optional
 import torch
 
 from .errors import DataError
-from .files import (Sidecar, cluster_command, get_embeds_command, load_cluster, load_embeddings, read_sidecar,
-                    side_file, sidecar_path, tensor_digest)
+from .files import (
+    Sidecar,
+    cluster_command,
+    get_embeds_command,
+    load_cluster,
+    load_embeddings,
+    read_sidecar,
+    side_file,
+    sidecar_path,
+    tensor_digest,
+)
 from .names import Side, parse_side
 
 _logger = logging.getLogger(__name__)

@@ -19,8 +19,18 @@ Device and dtype policy (MPS has no float64): what needs float64 (least squares,
 runs on the CPU in float64 (``.cpu().double()``, never ``.double()`` on a device); graphs follow the device.
 """
 from .baselines import cos_baseline, get_relative_representation, linear_baseline, relative_baseline
-from .cka import (KernelCKA, LinearCKA, centered_scaled_corr, centered_scaled_corr_rbf, centering, kernel_CKA,
-                  kernel_HSIC, linear_CKA, linear_HSIC, rbf)
+from .cka import (
+    KernelCKA,
+    LinearCKA,
+    centered_scaled_corr,
+    centered_scaled_corr_rbf,
+    centering,
+    kernel_CKA,
+    kernel_HSIC,
+    linear_CKA,
+    linear_HSIC,
+    rbf,
+)
 from .draws import get_data_sep, stretch_representations
 from .local_cka import kernel_local_CKA, linear_local_CKA
 from .matching import graph_matching, hungarian, qap_accuracy, qap_inputs

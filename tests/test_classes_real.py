@@ -7,7 +7,6 @@ The subset is copied into tmp_path as an ImageFolder tree (never into the reposi
 """
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

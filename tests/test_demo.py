@@ -8,8 +8,8 @@ import torch
 
 import run
 from conftest import ROOT
-from src.names import parse_model
 from src.files import side_file
+from src.names import parse_model
 
 DATA = ROOT / "data"
 SIDES = [f"{m}:img" for m in run.DEMOS["figure1"]["vid_models"] + run.DEMOS["depth"]["vid_models"]] + [

@@ -8,7 +8,6 @@ import torch
 from src import metrics
 from src.errors import DataError, UsageError
 
-
 # ----------------------------------------------------------------------------------------------------------
 # Plain definitions, one entry at a time
 # ----------------------------------------------------------------------------------------------------------
@@ -163,7 +162,8 @@ def test_shuffled_pairing_drops_every_metric():
 def test_float32_and_float64_inputs_are_measured_in_float64():
     X, Y = paired(seed=9)
     a = metrics.measure_all(torch.tensor(X, dtype=torch.float32), torch.tensor(Y, dtype=torch.float32))
-    b = metrics.measure_all(torch.tensor(X, dtype=torch.float32).double(), torch.tensor(Y, dtype=torch.float32).double())
+    b = metrics.measure_all(torch.tensor(X, dtype=torch.float32).double(),
+                            torch.tensor(Y, dtype=torch.float32).double())
     assert a == b
 
 

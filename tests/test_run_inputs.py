@@ -4,12 +4,12 @@ import json
 
 import pandas as pd
 import torch
+from test_run import ARGS, _bad
 
 import cluster
 import run
 from src import experiment
 from src.files import save_embeddings
-from test_run import ARGS, _bad
 
 
 def seedwise(root):
@@ -131,8 +131,6 @@ def test_pairing_by_id_equals_aligned_files(workdir, tmp_path):
 def test_two_data_folders_do_not_overwrite_each_other(workdir, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
-    for f in (workdir / "data").glob("*_t*.pt"):
-        pass
     for stem in ("base_txt_text", "base_vis_img", "query_txt_text", "query_vis_img"):
         torch.save(torch.load(workdir / "data" / f"{stem}.pt") * 2, other / f"{stem}.pt")
     assert run.main(["--m", "linear"] + ARGS) == 0

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
+from test_run import _bad
 
 import run
 from src import utils
 from src.files import save_embeddings
-from test_run import _bad
 
 C, D = 12, 16
 

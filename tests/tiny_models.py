@@ -26,7 +26,7 @@ def tiny_dataset(root, n=6, captions_per_image=(2, 3), sizes=((40, 30), (30, 44)
         name = f"img_{img_id:03d}.jpg"
         Image.fromarray(arr).save(img_dir / name)
         images.append({"id": img_id, "file_name": name, "width": w, "height": h})
-        for c in range(captions_per_image[k % len(captions_per_image)]):
+        for _ in range(captions_per_image[k % len(captions_per_image)]):
             words = rng.choice(WORDS[6:], size=5)
             anns.append({"id": len(anns) + 1, "image_id": img_id, "caption": " ".join(words)})
     cap = root / "captions.json"
