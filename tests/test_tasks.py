@@ -9,7 +9,7 @@ from scipy.optimize import linear_sum_assignment
 from test_run import _bad
 
 import run
-from src import utils
+from src import tasks, utils
 from src.files import save_embeddings
 
 C, D = 12, 16
@@ -145,3 +145,66 @@ def test_class_task_flags(classes_dir, capsys):
     _bad(classes_dir, capsys, ["--task", "classes", "--m", "relative", "--c", "1"] + ARGS, 2, "--c does not apply")
     _bad(classes_dir, capsys, ["--task", "classes", "--m", "relative", "--source", "txt:text", "--target",
                                "other:text"] + ARGS[4:], 2, "one side must be MODEL:img")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The task contract: a task with its own score column is one class and one registry line
+# ----------------------------------------------------------------------------------------------------------
+
+class FirstHalf(tasks.Captions):
+    """Captions, also scored on the first half of the queries alone (a task with one score column)."""
+    name = "first_half"
+    description = "captions, also scored on the first half of the queries"
+    columns = (tasks.ScoreColumn("first_half_acc", "first-half accuracy"),)
+
+    def draw(self, state, cfg, seed, device):
+        draw = super().draw(state, cfg, seed, device)
+        half = draw.sq.shape[0] // 2
+        draw.score = lambda assignment: {"first_half_acc": float(np.mean(assignment[:half] == np.arange(half)))}
+        return draw
+
+
+CAPTION_ARGS = ["--vid_model", "vis", "--text_model", "txt", "--base_data", "base", "--query_data", "query",
+                "--b", "30", "--q", "40", "-q"]
+
+
+def test_a_new_task_with_a_score_column_runs_through_main(workdir, monkeypatch, capsys):
+    monkeypatch.setitem(tasks.TASKS, "first_half", FirstHalf())  # the one registry line
+    assert "first_half" in run.build_parser().format_help()
+    assert run.main(["--task", "first_half", "--m", "relative", "linear"] + CAPTION_ARGS) == 0
+    out = capsys.readouterr().out
+    frames = [pd.read_csv(f) for f in sorted((workdir / "seedwise").glob("*.csv"))]
+    assert len(frames) == 2
+    data = {d: [torch.load(workdir / "data" / f"{d}_{n}.pt") for n in ("txt_text", "vis_img")]
+            for d in ("base", "query")}
+    for sw in frames:
+        assert "first_half_acc" in sw.columns and (sw["task"] == "first_half").all()
+        method = sw["method"][0]
+        for seed, row in zip((0, 1, 2), sw.to_dict("records")):  # the definition, written out
+            sb, tb, sq, tq = utils.get_data_sep(0, seed, 30, 40, *data["base"], *data["query"], None, None, 0,
+                                                False)
+            graph = getattr(utils, f"{method}_baseline")(sb, tb, sq, tq)
+            shuffle = torch.randperm(40, generator=torch.Generator().manual_seed(0))  # the paper's column shuffle
+            r, c = linear_sum_assignment(graph[:, shuffle].double().numpy(), maximize=True)
+            assignment = np.empty(40, dtype=np.int64)
+            assignment[r] = shuffle.numpy()[c]
+            assert row["first_half_acc"] == pytest.approx(np.mean(assignment[:20] == np.arange(20)))
+            assert row["matching_acc"] == pytest.approx(np.mean(assignment == np.arange(40)))
+        avg = pd.read_csv(next((workdir / "results").glob(f"*_{method}_*first_half*.csv")))
+        assert avg["first_half_acc"][0] == pytest.approx(sw["first_half_acc"].mean())
+    assert "first-half accuracy" in out and "relative" in out  # the printed table has the task's block
+
+
+def test_a_task_may_not_fill_an_undeclared_column(workdir, monkeypatch):
+    class Sneaky(FirstHalf):
+        name = "sneaky"
+
+        def draw(self, state, cfg, seed, device):
+            draw = super().draw(state, cfg, seed, device)
+            draw.score = lambda assignment: {"matching_acc": 1.0}
+            return draw
+
+    monkeypatch.setitem(tasks.TASKS, "sneaky", Sneaky())
+    with pytest.raises(TypeError, match="does not declare"):
+        run.main(["--task", "sneaky", "--m", "relative"] + CAPTION_ARGS)
+    assert not list((workdir / "results").glob("*.csv"))
