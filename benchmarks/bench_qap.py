@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 
 from src import utils  # noqa: E402
-from src.files import embedding_path, load_embeddings  # noqa: E402
+from src.files import load_embeddings, side_file  # noqa: E402
 from src.matching import graph_matching  # noqa: E402
 
 
@@ -28,8 +28,8 @@ def main():
     p.add_argument("--skip-scipy", action="store_true", help="only the fast solver (e.g. on a GPU)")
     args = p.parse_args()
     dev = torch.device(args.device)
-    text = load_embeddings(embedding_path(args.data_dir, "flickr1k", "minilm", "text"))
-    img = load_embeddings(embedding_path(args.data_dir, "flickr1k", "efficientnet_lite0", "img"))
+    text = load_embeddings(side_file(args.data_dir, "flickr1k", "minilm:text"))
+    img = load_embeddings(side_file(args.data_dir, "flickr1k", "efficientnet_lite0:img"))
     for seed2 in args.seeds:
         sb, tb, sq, tq = (t.to(dev) for t in utils.get_data_sep(0, seed2, 320, 500, text, img, text, img,
                                                                None, None, 0, True, False))

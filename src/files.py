@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 
 from .errors import DataError
-from .names import Side, file_tag, parse_side
+from .names import file_tag, parse_side
 
 SIDECAR_VERSION = 2
 
@@ -40,15 +40,6 @@ def side_file(data_dir, dataset, side, cluster=False):
     side = parse_side(side)
     name = f"{side.dataset(dataset)}_{file_tag(side.model)}_{side.modality}" + ("_cluster" if cluster else "")
     return Path(data_dir) / f"{name}.pt"
-
-
-def embedding_path(data_dir, dataset, model, modality):
-    """``side_file`` of ``model`` (as the user writes it, e.g. ``hf:org/x@encoder.layer.6``) and a modality."""
-    return side_file(data_dir, dataset, Side(model, modality))
-
-
-def cluster_path(data_dir, dataset, model, modality):
-    return side_file(data_dir, dataset, Side(model, modality), cluster=True)
 
 
 def sidecar_path(path):

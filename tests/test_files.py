@@ -16,8 +16,6 @@ def test_one_path_builder():
     assert side_file("data", "flickr1k", "minilm:text") == Path("data/flickr1k_minilm_text.pt")
     assert side_file("d", "flickr1k", "use:text:de") == Path("d/flickr1k-de_use_text.pt")
     assert side_file("d", "x", "hf:org/m@enc.3:img", cluster=True) == Path("d/x_hf~org+m@enc.3_img_cluster.pt")
-    assert files.embedding_path("d", "x", "minilm", "text") == side_file("d", "x", "minilm:text")
-    assert files.cluster_path("d", "x", "minilm", "text") == side_file("d", "x", "minilm:text", cluster=True)
     paths = files.run_paths("r", "s", "name")
     assert paths == {"seedwise": Path("s/name.csv"), "results": Path("r/name.csv"),
                      "summary": Path("r/summary.csv")}
