@@ -9,6 +9,7 @@ from src.clustering import cluster_anchors
 from src.encoders import REGISTRY
 from src.files import load_embeddings, make_hint, save_cluster, side_file
 from src.names import Side, check_path_part, parse_model
+from src.sides import require_distinct
 
 
 def build_parser():
@@ -46,6 +47,7 @@ def main(argv=None):
         if not src.exists() and _modality_hint(args.model, modality):
             raise UsageError(f"{src} does not exist: {_modality_hint(args.model, modality)}")
         X = load_embeddings(src, fix=make_hint(args.dataset, args.model, src))
+        require_distinct(X, str(src), "k-means on one repeated vector picks arbitrary anchors; re-extract it")
         if args.n_clusters > X.shape[0]:
             raise DataError(f"--nc {args.n_clusters} clusters, but {src} has only {X.shape[0]} rows; lower --nc")
         picks = cluster_anchors(X, args.n_clusters, exact_count=args.exact_count)

@@ -135,6 +135,9 @@ def main(argv=None):
     def body(args):
         name = parse_model(args.model)
         check_path_part(args.dataset, "--d (the dataset name)")  # the dataset name becomes part of file names
+        if os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+            raise UsageError(f"--data-dir {args.data_dir} is a file, not a folder: pass the folder the embeddings "
+                             f"go in")
         if args.layers and name.layer:
             raise UsageError(f"--m {args.model} --layers: give the layer in the name or with --layers, not both")
         layers = list(dict.fromkeys(args.layers or [name.layer or FINAL]))

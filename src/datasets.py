@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,11 @@ def load_dataset(name, images=None, captions=None, skip_missing=False, classes=N
     except Exception as e:
         raise DataError(f"{captions_file} is not a readable COCO captions file ({reason(e)})")
     _check_caption_types(coco, captions_file)
+    listed = [i.get("id") if isinstance(i, dict) else None for i in coco.dataset.get("images", [])]
+    if len(listed) != len(coco.imgs):  # pycocotools keeps the last entry of a repeated id, silently
+        repeated = [i for i, n in Counter(map(str, listed)).items() if n > 1]
+        raise DataError(f"{captions_file}: images[] lists image id(s) {_examples(repeated, key=str)} more than "
+                        f"once; give each image one entry (its captions refer to it by id)")
     ids, paths, caps, dropped, empty = [], [], [], {}, {}
     for img_id in sorted(coco.imgs):
         info = coco.imgs[img_id]

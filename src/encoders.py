@@ -212,6 +212,7 @@ class Encoder:
     cannot build a model without reading its weights set ``can_randomise = False``)."""
 
     can_randomise = True
+    has_weights = True   # False: --weights would be recorded in the sidecar but never read, so it is refused
 
     def __init__(self, spec, source, device, random=False):
         self.spec, self.source, self.device, self.random = spec, source, device, random
@@ -605,6 +606,7 @@ class PixelsEncoder(_ImageNetEval):
     No weights, nothing to tap."""
 
     can_randomise = False
+    has_weights = False
 
     def encode_images(self, pixels):
         return F.adaptive_avg_pool2d(pixels.float(), 16).flatten(1)
@@ -696,6 +698,8 @@ def load_encoder(name, device="cpu", weights=None):
     if model.random and not family.can_randomise:
         raise UsageError(f"random:{spec.name}: the {spec.family} family has no random initialisation "
                          f"(it cannot build its modules without reading its weights, or has none)")
+    if weights is not None and not family.has_weights:
+        raise UsageError(f"--weights {weights}: {spec.name} has no weights to load; drop --weights")
     if weights is not None:
         if not os.path.exists(str(weights)):
             raise DataError(f"--weights {weights} does not exist: pass a folder saved with save_pretrained or "

@@ -229,7 +229,9 @@ def read_summary(path):
     every row with as many fields, a complete last line. Anything else is a DataError: such a file is never
     rewritten (it may be a hand-edited file, or one cut by a full disk)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8", errors="replace")
+    # utf-8-sig: a file saved by a spreadsheet starts with a byte-order mark, which would glue itself to the
+    # first column's name (and the rewrite would add a second "Base data" column)
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
     keep = (f"{path} is kept as it is: move it away (or repair it) and re-run; the run's own CSVs are "
             f"written beside it either way")
     if not text:

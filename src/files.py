@@ -400,7 +400,8 @@ def load_embeddings(path, fix=None):
     if bad.any():
         rows = torch.nonzero(bad).flatten().tolist()
         raise DataError(f"{path} has NaN or inf in {len(rows)} row(s), first {rows[:5]}; "
-                        f"re-extract it with get_embeds.py --overwrite (try --precision fp32)")
+                        f"{fix or 're-extract it with get_embeds.py --overwrite'} (with --precision fp32: half "
+                        f"precision can overflow)")
     return obj
 
 
