@@ -507,3 +507,88 @@ def test_hints_name_commands_that_run(tmp_path, monkeypatch, capsys):
     assert run.main(argv) == 1
     err = capsys.readouterr().err
     assert "other is not a model get_embeds.py knows" in err and "make it with" not in err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# More cases tried as a new user (the note's table)
+# ----------------------------------------------------------------------------------------------------------
+
+def test_empty_or_dotted_names_for_figure_and_data(workdir, capsys):
+    assert run.main(["--m", "linear"] + ARGS) == 0
+    capsys.readouterr()
+    for figure in ("", ".."):
+        _bad(workdir, capsys, ["--report", "--figure", figure], 2, "give a file name")
+    _bad(workdir, capsys, ["--m", "linear", "--vid_model", "vis", "--text_model", "txt", "--base_data", "",
+                           "--query_data", "query", "-q"], 2, "--base_data ''")
+
+
+def test_dataset_name_that_would_read_as_a_flag(ds, capsys):
+    img, cap = ds
+    assert get_embeds.main(["--m", "pixels", "--d=-x", "--images", str(img), "--captions", str(cap), "-q"]) == 2
+    assert "start with -" in capsys.readouterr().err and not Path("data").exists()
+
+
+def test_data_dir_that_is_a_file(ds, capsys):
+    Path("afile").write_text("x")
+    assert embeds(ds, "pixels", "--data-dir", "afile") == 2
+    assert "--data-dir afile is a file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda c: c["images"].append(dict(c["images"][0])), "more than once"),
+    (lambda c: c["images"][0].pop("file_name"), "has no file_name"),
+    (lambda c: c["annotations"][0].update(caption="\n"), "empty caption(s)"),
+])
+def test_captions_json_mistakes(ds, capsys, edit, needle):
+    data = json.loads(ds[1].read_text())
+    edit(data)
+    ds[1].write_text(json.dumps(data))
+    assert embeds(ds) == 1
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_read_only_data_folder(ds, capsys, monkeypatch):
+    real = files.tempfile.mkstemp
+
+    def read_only(*a, **k):
+        if Path(k.get("dir", "")).name == "data":
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*a, **k)
+    monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
+    assert embeds(ds) == 1
+    assert "cannot write data/tiny_pixels_img.json: Permission denied" in capsys.readouterr().err
+
+
+def test_cluster_on_a_constant_side_and_on_a_full_disk(workdir, capsys, monkeypatch):
+    _constant(workdir)
+    assert cluster.main(["--m", "vis", "--d", "base", "--nc", "10", "-q"]) == 1
+    assert "all 150 rows are the same vector" in capsys.readouterr().err
+    assert cluster.main(["--m", "txt", "--d", "base", "--nc", "10", "-t", "-q"]) == 0
+    before = (workdir / "data" / "base_txt_text_cluster.pt").read_bytes()
+
+    def full(f):
+        f.write(b"{")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(files, "_atomic", lambda path, write, real=files._atomic: real(path, full))
+    assert cluster.main(["--m", "txt", "--d", "base", "--nc", "12", "-t", "-q"]) == 1
+    assert "disk full: cannot write data/base_txt_text_cluster.json" in capsys.readouterr().err
+    assert (workdir / "data" / "base_txt_text_cluster.pt").read_bytes() == before
+
+
+def test_full_disk_at_the_second_configuration(workdir, capsys, monkeypatch):
+    real, n = files._atomic, []
+
+    def fourth_write_fails(path, write):
+        n.append(path)
+        if len(n) == 4:   # seedwise, results, summary of the first configuration; then the second's seedwise
+            def full(f):
+                f.write(b"x")
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(path, full)
+        return real(path, write)
+    monkeypatch.setattr(files, "_atomic", fourth_write_fails)
+    assert run.main(["--m", "linear", "relative"] + ARGS) == 1
+    err = capsys.readouterr().err
+    assert "stopped after 1 of 2 configurations" in err and "disk full: cannot write seedwise/" in err
+    assert "Traceback" not in err
