@@ -7,8 +7,9 @@ import sys
 from src.cli import ArgumentParser, DataError, UsageError, run_main
 from src.clustering import cluster_anchors
 from src.encoders import REGISTRY
-from src.files import get_embeds_command, load_embeddings, save_cluster, side_file
-from src.names import Side, parse_model
+from src.files import load_embeddings, make_hint, save_cluster, side_file
+from src.names import Side, check_path_part, parse_model
+from src.sides import require_distinct
 
 
 def build_parser():
@@ -39,12 +40,14 @@ def main(argv=None):
     def body(args):
         if args.n_clusters < 1:
             raise UsageError(f"--nc {args.n_clusters}: must be at least 1")
+        check_path_part(args.dataset, "--d (the dataset name)")  # the dataset name becomes part of file names
         modality = "text" if args.text else "img"
         side = Side(args.model, modality)
         src = side_file(args.data_dir, args.dataset, side)
         if not src.exists() and _modality_hint(args.model, modality):
             raise UsageError(f"{src} does not exist: {_modality_hint(args.model, modality)}")
-        X = load_embeddings(src, fix=f"make it with: {get_embeds_command(args.dataset, args.model, src)}")
+        X = load_embeddings(src, fix=make_hint(args.dataset, args.model, src))
+        require_distinct(X, str(src), "k-means on one repeated vector picks arbitrary anchors; re-extract it")
         if args.n_clusters > X.shape[0]:
             raise DataError(f"--nc {args.n_clusters} clusters, but {src} has only {X.shape[0]} rows; lower --nc")
         picks = cluster_anchors(X, args.n_clusters, exact_count=args.exact_count)

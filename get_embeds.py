@@ -9,6 +9,7 @@ Classification (ImageFolder):   python get_embeds.py --m minilm --d NAME --image
 Layer taps, one forward pass:   python get_embeds.py --m efficientnet_lite0 --layers _blocks.4 _blocks.8 final
 Which layers there are:         python get_embeds.py --m efficientnet_lite0 --list-layers
 """
+import contextlib
 import json
 import os
 import platform
@@ -36,11 +37,12 @@ from src.extraction import (
     PRECISIONS,
     extract_class_texts,
     extract_layers,
+    output_lock,
     remove_partial,
     resolve_batch_size,
 )
 from src.files import Sidecar, save_embeddings, side_file
-from src.names import FINAL, Side, parse_model
+from src.names import FINAL, Side, check_path_part, parse_model
 
 
 def build_parser():
@@ -132,9 +134,10 @@ def _one_input(encoder, dataset, modality):
 def main(argv=None):
     def body(args):
         name = parse_model(args.model)
-        if not args.dataset or any(c in args.dataset for c in "/\\") or args.dataset in (".", ".."):
-            raise UsageError(f"--d {args.dataset!r}: a dataset name becomes part of a file name, so it cannot be "
-                             f"empty or hold / or \\ (the folders go in --images and --captions)")
+        check_path_part(args.dataset, "--d (the dataset name)")  # the dataset name becomes part of file names
+        if os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+            raise UsageError(f"--data-dir {args.data_dir} is a file, not a folder: pass the folder the embeddings "
+                             f"go in")
         if args.layers and name.layer:
             raise UsageError(f"--m {args.model} --layers: give the layer in the name or with --layers, not both")
         layers = list(dict.fromkeys(args.layers or [name.layer or FINAL]))
@@ -178,43 +181,47 @@ def main(argv=None):
                 raise UsageError(f"{base}: layer(s) {', '.join(unrun)} give no tensor when it computes its rows "
                                  f"(see --list-layers)")
             written = []
-            for modality, its_layers in runs.items():
-                todo = {}
-                for layer in its_layers:
-                    if path(layer, modality).exists() and not args.overwrite:
-                        print(f"{path(layer, modality)} exists, skipped (--overwrite to recompute)")
+            # rank 0 holds a lock beside each output: a second extraction of it is refused, so neither can
+            # discard or delete the other's chunks
+            with output_lock(outputs) if rank == 0 else contextlib.nullcontext():
+                for modality, its_layers in runs.items():
+                    todo = {}
+                    for layer in its_layers:
+                        if path(layer, modality).exists() and not args.overwrite:
+                            print(f"{path(layer, modality)} exists, skipped (--overwrite to recompute)")
+                        else:
+                            todo[layer] = path(layer, modality)
+                    if not todo:
+                        continue
+                    batch_size = resolve_batch_size(args.batch_size, device, modality)
+                    if classes and modality == "text":  # one row per class: the mean over the prompt templates
+                        rows = {FINAL: extract_class_texts(encoder, dataset, batch_size, args.precision,
+                                                           progress=not args.quiet and rank == 0)}
                     else:
-                        todo[layer] = path(layer, modality)
-                if not todo:
-                    continue
-                batch_size = resolve_batch_size(args.batch_size, device, modality)
-                if classes and modality == "text":  # one row per class: the mean over the prompt templates
-                    rows = {FINAL: extract_class_texts(encoder, dataset, batch_size, args.precision,
-                                                       progress=not args.quiet and rank == 0)}
-                else:
-                    rows = extract_layers(encoder, dataset, modality, todo, batch_size, args.num_workers,
-                                          args.precision, args.chunk_size, rank, world, progress=not args.quiet)
-                if rank != 0:
-                    continue
-                for layer, out in todo.items():
-                    fields = dict(
-                        model=base.at(layer).text, base=base.base, layer=layer,
-                        init="random (torch.manual_seed(0))" if base.random else "pretrained",
-                        family=spec.family, hub_id=spec.hub_id, revision=spec.revision,
-                        weights=None if base.random and args.weights is None else str(encoder.source),
-                        pooling=spec.pooling if layer == FINAL else
-                        f"output of module {layer}: mean over spatial positions or (non-padding) tokens"
-                        + (", then over an image's captions" if modality == "text" else ""),
-                        modality=modality, dataset=args.dataset, images=str(dataset.image_dir),
-                        captions=None if dataset.captions_file is None else str(dataset.captions_file),
-                        image_ids=list(dataset.ids), dropped={str(k): v for k, v in dataset.dropped.items()},
-                        precision=args.precision, batch_size=batch_size, versions=_versions(),
-                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-                    if classes:
-                        fields.update(dataset.sidecar_fields(modality))
-                    save_embeddings(rows[layer], out, Sidecar(**fields))
-                    remove_partial(out)
-                    written.append(f"wrote {out} ({rows[layer].shape[0]} x {rows[layer].shape[1]})")
+                        rows = extract_layers(encoder, dataset, modality, todo, batch_size, args.num_workers,
+                                              args.precision, args.chunk_size, rank, world,
+                                              progress=not args.quiet, fresh=args.overwrite)
+                    if rank != 0:
+                        continue
+                    for layer, out in todo.items():
+                        fields = dict(
+                            model=base.at(layer).text, base=base.base, layer=layer,
+                            init="random (torch.manual_seed(0))" if base.random else "pretrained",
+                            family=spec.family, hub_id=spec.hub_id, revision=spec.revision,
+                            weights=None if base.random and args.weights is None else str(encoder.source),
+                            pooling=spec.pooling if layer == FINAL else
+                            f"output of module {layer}: mean over spatial positions or (non-padding) tokens"
+                            + (", then over an image's captions" if modality == "text" else ""),
+                            modality=modality, dataset=args.dataset, images=str(dataset.image_dir),
+                            captions=None if dataset.captions_file is None else str(dataset.captions_file),
+                            image_ids=list(dataset.ids), dropped={str(k): v for k, v in dataset.dropped.items()},
+                            precision=args.precision, batch_size=batch_size, versions=_versions(),
+                            created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                        if classes:
+                            fields.update(dataset.sidecar_fields(modality))
+                        save_embeddings(rows[layer], out, Sidecar(**fields))
+                        remove_partial(out)
+                        written.append(f"wrote {out} ({rows[layer].shape[0]} x {rows[layer].shape[1]})")
             if rank == 0:
                 print("\n".join(written))
                 if dataset.dropped:

@@ -1,4 +1,4 @@
-"""Match captions to images (or any two sides) with no training: anchors, methods, matching and retrieval.
+r"""Match captions to images (or any two sides) with no training: anchors, methods, matching and retrieval.
 
 The paper's command works as written:
     python run.py --m linear --b 320 --q 500 --c 0 --vid_model dinov2 --text_model allroberta \
@@ -11,14 +11,16 @@ Class names against images:  python run.py --task classes --b 20 --base_data cal
 """
 import itertools
 import os
+import shlex
 import sys
 
 from src.cli import ArgumentParser, DataError, UsageError, add_device_args, resolve_device, run_main
 from src.config import Config
-from src.experiment import prepare, run_group, write_outputs
+from src.experiment import check_output_files, prepare, run_group, write_outputs
+from src.files import TABLE_NAME
 from src.methods import METHODS
 from src.metrics import METRICS
-from src.names import parse_side
+from src.names import check_path_part, parse_side
 from src.tasks import TASKS
 
 ALL_BUT_COS = [m for m, method in METHODS.items() if not method.same_space]
@@ -128,8 +130,12 @@ def check_flags(args, parser):
     if os.path.realpath(args.results_dir) == os.path.realpath(args.seedwise_dir):
         raise UsageError(f"--results-dir and --seedwise-dir are both {args.results_dir}: the averaged CSV would "
                          f"replace the per-seed one; give two folders")
-    if args.figure is not None and os.path.basename(args.figure) != args.figure:
-        raise UsageError(f"--figure {args.figure}: give a file name; the figure goes into --results-dir")
+    if args.figure is not None:
+        try:
+            check_path_part(args.figure, "--figure")  # the one rule for a name in a path
+        except UsageError:
+            raise UsageError(f"--figure {args.figure!r}: give a file name; the figure goes into "
+                             f"--results-dir") from None
 
 
 def configs_from_args(args):
@@ -163,6 +169,18 @@ def configs_from_args(args):
                                                dict.fromkeys(methods))]
 
 
+def _say_what_was_written(done, configs, results_dir):
+    """After a multi-configuration run stopped (an error, a full disk, Ctrl-C): which configurations have
+    their CSVs (and summary.csv row), and that no table or figure was made."""
+    names = [c.name() for c in done]
+    print(f"run.py: stopped after {len(done)} of {len(configs)} configurations"
+          + (f"; these have their CSVs and summary.csv row: {', '.join(names)}" if names else
+             "; none was written")
+          + ". No table.csv or figure was made"
+          + (f": python run.py --report --results-dir {shlex.quote(str(results_dir))} makes them from the CSVs "
+             f"written" if names else "") + ".", file=sys.stderr)
+
+
 def main(argv=None):
     parser = build_parser()
 
@@ -170,6 +188,7 @@ def main(argv=None):
         check_flags(args, parser)
         if args.report:
             from src import report  # matplotlib only when a report is made
+            check_output_files([os.path.join(args.results_dir, n) for n in (TABLE_NAME, args.figure or "figure1.png")])
             rows = report.read_results(args.results_dir)
             if not rows:
                 raise DataError(f"{args.results_dir} holds no result CSVs: run some configurations first")
@@ -179,16 +198,30 @@ def main(argv=None):
             return 0
         configs = configs_from_args(args)
         device = resolve_device(args.device, args.gpu)
-        groups = prepare(configs)  # every check before any computation or writing
-        avgs, written = [], []
-        for group in groups:
-            for cfg, rows, avg in run_group(group, device, progress=not args.quiet):
-                paths = write_outputs(cfg, rows, avg)
-                avgs.append(avg)
-                written += [f"wrote {paths['seedwise']}", f"wrote {paths['results']}"]
+        try:
+            groups = prepare(configs)  # every check before any computation or writing
+        except DataError as e:
+            if all(getattr(args, k) == parser.get_default(k) for k in vars(args)):
+                raise DataError(f"{e}. (With no flags run.py runs the paper's default models on COCO and "
+                                f"nocaps; to try it on the bundled embeddings: python run.py --demo)") from None
+            raise
+        figure = args.figure or (DEMOS[args.demo]["figure"] if args.demo else "figure1.png")
+        if len(groups) > 1:  # the report's files, too, before any computation
+            check_output_files([os.path.join(args.results_dir, n) for n in (TABLE_NAME, figure)])
+        avgs, written, done = [], [], []
+        try:
+            for group in groups:
+                for cfg, rows, avg in run_group(group, device, progress=not args.quiet):
+                    paths = write_outputs(cfg, rows, avg)
+                    avgs.append(avg)
+                    done.append(cfg)
+                    written += [f"wrote {paths['seedwise']}", f"wrote {paths['results']}"]
+        except BaseException:
+            if len(configs) > 1:
+                _say_what_was_written(done, configs, args.results_dir)
+            raise
         from src import report
         if len(groups) > 1:
-            figure = args.figure or (DEMOS[args.demo]["figure"] if args.demo else "figure1.png")
             table_path, figure_path, text = report.write_report(avgs, args.results_dir, x=args.x,
                                                                 figure_name=figure)
             print(text)

@@ -14,7 +14,13 @@ _logger = logging.getLogger(__name__)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, description and epilog printed as written."""
+    """Defaults in the help, description and epilog printed as written. A default of None is not shown: such
+    a flag's help says what happens without it (``(default: None)`` beside it would be a second default)."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class ArgumentParser(argparse.ArgumentParser):

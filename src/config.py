@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, replace
 from .errors import UsageError
 from .files import run_paths
 from .methods import METHODS, get_method
-from .names import Side, file_tag, parse_side
+from .metrics import MAX_PERMUTATIONS
+from .names import Side, check_path_part, file_tag, parse_side
 from .tasks import TASK_FLAGS, TASKS
 
 MAX_SEED = 2**32 - 1  # NumPy's legacy generator takes seeds in 0..2**32 - 1
@@ -151,6 +152,8 @@ class Config:
         """Every check that needs no file (UsageError naming the flag)."""
         if self.task not in TASKS:
             raise UsageError(f"--task {self.task}: use one of {', '.join(TASKS)}")
+        check_path_part(self.base_data, "--base_data")  # both become part of file names
+        check_path_part(self.query_data, "--query_data")
         method = get_method(self.method)
         if self.clustering_mode not in (0, 1, 2):
             raise UsageError(f"--c {self.clustering_mode}: use 0 (random anchors), 1 (source clusters) or 2 "
@@ -160,6 +163,9 @@ class Config:
                 raise UsageError(f"{flag} {v}: must be at least 1")
         if self.permutations < 0:
             raise UsageError(f"--permutations {self.permutations}: must be 0 or more")
+        if self.permutations > MAX_PERMUTATIONS:
+            raise UsageError(f"--permutations {self.permutations}: at most {MAX_PERMUTATIONS} (each shuffle "
+                             f"recomputes every metric, for every seed and pair: hours; 1000 pin a z-score well)")
         if self.permutations == 1:
             raise UsageError("--permutations 1: a z-score needs the spread of at least 2 shuffles (use 20 or "
                              "more for a z-score worth reading)")

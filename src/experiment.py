@@ -23,7 +23,7 @@ from .config import Config
 from .errors import DataError, UsageError
 from .files import SUMMARY_NAME, atomic_write_text
 from .retrieval import get_retrieval
-from .sides import load_side
+from .sides import load_side, require_distinct
 from .tasks import TASKS
 
 _logger = logging.getLogger(__name__)
@@ -105,11 +105,20 @@ def check_output_dirs(*dirs):
             raise DataError(f"cannot write in {d} (permission denied); pass another output folder")
 
 
+def check_output_files(paths):
+    """A file this run will write must not be a folder (found out before any computation)."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise DataError(f"{path} is a folder, but this run writes a file of that name there; move the folder "
+                            f"away (or pass another output folder) and re-run")
+
+
 def prepare(configs):
     """Group the configurations, load and check every input. Raises before any computation."""
     for cfg in configs:
         cfg.check()
     check_output_dirs(*{d for c in configs for d in (c.results_dir, c.seedwise_dir)})
+    check_output_files(p for c in configs for p in c.output_paths().values())
     caches, groups = {}, {}
     for cfg in configs:
         groups.setdefault(cfg.group_key(), Group([])).configs.append(cfg)
@@ -141,9 +150,19 @@ def _common(cfg: Config, n_queries):
             "seeds": " ".join(map(str, cfg.seeds)), "base_seed": cfg.base_seed, "permutations": cfg.permutations}
 
 
-def alignment(draw, permutations=0, seed=0):
+def check_draw(draw, cfg, seed):
+    """A draw whose anchors or queries on one side are all one vector collapses every method to tie-breaking
+    (and the RBF bandwidth to 0): refused before its metrics, naming the seed."""
+    fix = "draw with other --seeds / --base-seed, or use a side with more distinct rows"
+    for rows, role, side in ((draw.sb, "anchors", cfg.source), (draw.tb, "anchors", cfg.target),
+                             (draw.sq, "queries", cfg.source), (draw.tq, "queries", cfg.target)):
+        require_distinct(rows, f"seed {seed}: the {rows.shape[0]} {role} drawn from {side}", fix)
+
+
+def alignment(draw, permutations=0, seed=0, progress=False):
     """The registry's metrics of the paired anchors + queries (float64, CPU), with permutation nulls."""
-    return metrics.metric_row(torch.cat([draw.sb, draw.sq]), torch.cat([draw.tb, draw.tq]), permutations, seed)
+    return metrics.metric_row(torch.cat([draw.sb, draw.sq]), torch.cat([draw.tb, draw.tq]), permutations, seed,
+                              progress)
 
 
 def run_group(group: Group, device, progress=True):
@@ -156,7 +175,8 @@ def run_group(group: Group, device, progress=True):
     rows = {cfg: [] for cfg in group.configs}
     for seed in cfg0.seeds:
         draw = task.draw(group.state, cfg0, seed, device)
-        values = alignment(draw, cfg0.permutations, seed=seed)
+        check_draw(draw, cfg0, seed)
+        values = alignment(draw, cfg0.permutations, seed=seed, progress=progress)
         for cfg, method in methods.items():
             t0 = time.perf_counter()
             graph = method.graph(draw, device)
@@ -209,7 +229,9 @@ def read_summary(path):
     every row with as many fields, a complete last line. Anything else is a DataError: such a file is never
     rewritten (it may be a hand-edited file, or one cut by a full disk)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8", errors="replace")
+    # utf-8-sig: a file saved by a spreadsheet starts with a byte-order mark, which would glue itself to the
+    # first column's name (and the rewrite would add a second "Base data" column)
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
     keep = (f"{path} is kept as it is: move it away (or repair it) and re-run; the run's own CSVs are "
             f"written beside it either way")
     if not text:
@@ -253,8 +275,9 @@ def append_summary(path, row, columns=None):
             header = header or []
             union = header + [c for c in columns if c not in header]
             new = {c: row.get(c, "") for c in columns}
-            old = pd.DataFrame(body, columns=header).reindex(columns=union).fillna("") if header else None
-            frame = pd.DataFrame([new]).astype(str).reindex(columns=union).fillna("")
+            old = pd.DataFrame(body, columns=header, dtype=str).reindex(columns=union, fill_value="") \
+                if header else None
+            frame = pd.DataFrame([new]).astype(str).reindex(columns=union, fill_value="")
             merged = frame if old is None else pd.concat([old, frame], ignore_index=True)
             buf = io.StringIO()
             merged.to_csv(buf, index=False)

@@ -6,15 +6,26 @@ atomically in ``.{output}.partial/``; a killed run continues from the chunks alr
 torchrun, chunk k belongs to rank k % world_size; rank 0 waits for all of them and assembles the rows in
 order. The partial folder is removed once the final file is written.
 
+A chunk is reused only for the same inputs: the folder's fingerprint covers the model, its weights, the
+dataset's ids, modality, chunking, precision and layer, and each chunk's file name carries the digest of its
+own inputs (``chunk_inputs``): the captions' text, or each image file's path, size and modification time.
+Captions are hashed in full (cheap); image files by (size, mtime_ns), one stat each: hashing their bytes
+would read a 100k-image dataset once more at every start (minutes), while an edited image changes its
+mtime. A chunk whose inputs changed is recomputed, the others are kept; ``--overwrite`` discards them all.
+One extraction at a time writes an output: ``output_lock`` holds a lock file beside it, so a second
+process cannot discard or delete the first one's chunks.
+
 Several outputs of one forward pass (layer taps, ``extract_layers``): each output has its own partial
 folder; a chunk counts as done only when every output has it, so a run killed between two saves redoes
 that chunk for all of them.
 """
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -25,7 +36,7 @@ from tqdm import tqdm
 
 from .datasets import open_rgb
 from .errors import DataError
-from .files import atomic_torch_save, atomic_write_text, load_tensor
+from .files import atomic_torch_save, atomic_write_text, load_tensor, write_error
 from .names import FINAL
 
 _logger = logging.getLogger(__name__)
@@ -106,24 +117,46 @@ def _batches(start, end, batch_size):
 
 
 class _Partial:
-    """Chunk files of one output, valid only for the same model, rows, modality and chunking."""
+    """Chunk files of one output, valid only for the same model, rows, modality and chunking (the folder's
+    fingerprint) and, chunk by chunk, for the same inputs (the digest in each chunk's name)."""
 
-    def __init__(self, out_path, fingerprint):
-        out_path = Path(out_path)
-        self.dir = out_path.parent / f".{out_path.name}.partial"
-        self.fingerprint = fingerprint
+    def __init__(self, out_path, fingerprint, digests=None):
+        self.out = Path(out_path)
+        self.dir = self.out.parent / f".{self.out.name}.partial"
+        self.fingerprint, self.digests = fingerprint, digests
 
-    def prepare(self, rank):
+    def prepare(self, rank, fresh=False):
+        """Rank 0: discard the folder when it was made for another fingerprint, or with fresh (--overwrite);
+        remove the chunks whose inputs changed since they were saved."""
         meta = self.dir / "meta.json"
-        if rank == 0:
-            if meta.is_file() and json.loads(meta.read_text()).get("fingerprint") != self.fingerprint:
+        if rank != 0:
+            return
+        if fresh and self.dir.exists():
+            _logger.info("--overwrite: discarding the saved chunks in %s", self.dir)
+            shutil.rmtree(self.dir)
+        if meta.is_file():
+            try:
+                old = json.loads(meta.read_text()).get("fingerprint")
+            except (OSError, ValueError, AttributeError):
+                old = None
+            if old != self.fingerprint:
                 _logger.warning("discarding %s: it was made by another model, dataset or chunking", self.dir)
                 shutil.rmtree(self.dir)
-            self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(meta, json.dumps({"fingerprint": self.fingerprint}) + "\n")
+        elif self.dir.is_dir() and any(self.dir.iterdir()):
+            _logger.warning("discarding %s: it has no meta.json (not a folder this code made)", self.dir)
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(meta, json.dumps({"fingerprint": self.fingerprint}) + "\n")
+        current = {self.path(k).name for k in range(len(self.digests))}
+        stale = [p for p in self.dir.glob("chunk_*.pt") if p.name not in current]
+        if stale:
+            _logger.warning("%s: %d saved chunk(s) were made from other inputs (captions or images changed "
+                            "since); they are recomputed", self.dir, len(stale))
+            for p in stale:
+                p.unlink()
 
     def path(self, k):
-        return self.dir / f"chunk_{k:06d}.pt"
+        return self.dir / f"chunk_{k:06d}_{self.digests[k][:16]}.pt"
 
     def done(self, k):
         return self.path(k).is_file()
@@ -131,11 +164,76 @@ class _Partial:
     def save(self, k, rows):
         atomic_torch_save(rows.contiguous(), self.path(k))
 
-    def load(self, k):
-        return load_tensor(self.path(k))
+    def load(self, k, n_rows):
+        """Chunk k, checked to be n_rows rows; a DataError that names the file, its folder and the fix."""
+        path = self.path(k)
+        fix = (f"delete it (rm {shlex.quote(str(path))}) and re-run the same command: only that chunk is "
+               f"computed again (or re-run with --overwrite to start {self.out.name} over)")
+        try:
+            rows = load_tensor(path)
+        except DataError as e:
+            raise DataError(f"chunk {k} of {self.out} in the resume folder {self.dir}: {e}; {fix}") from None
+        if not isinstance(rows, torch.Tensor) or rows.ndim != 2 or rows.shape[0] != n_rows:
+            raise DataError(f"chunk {k} of {self.out} in the resume folder {self.dir}: {path.name} is not a "
+                            f"{n_rows}-row tensor; {fix}")
+        return rows
 
     def remove(self):
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def chunk_inputs(dataset, modality, chunks):
+    """sha1 of each chunk's inputs: its ids and captions' text (text), or its ids and each image file's path,
+    size and mtime_ns (images: one stat a file, see the module's doc)."""
+    digests = []
+    for start, end in chunks:
+        if modality == "text":
+            key = [[str(dataset.ids[i]), dataset.captions[i]] for i in range(start, end)]
+        else:
+            key = []
+            for i in range(start, end):
+                try:
+                    st = os.stat(dataset.paths[i])
+                    key.append([str(dataset.ids[i]), str(dataset.paths[i]), st.st_size, st.st_mtime_ns])
+                except OSError:  # the loader names a missing file when it reaches it
+                    key.append([str(dataset.ids[i]), str(dataset.paths[i]), None, None])
+        digests.append(hashlib.sha1(json.dumps(key).encode()).hexdigest())
+    return digests
+
+
+@contextlib.contextmanager
+def output_lock(paths):
+    """Hold an exclusive lock file beside each output (``.{name}.lock``) while it is extracted: a second
+    get_embeds.py writing the same output is refused at once, instead of discarding or deleting this one's
+    chunks. The lock goes with the process (flock), so a killed run leaves no lock that blocks the next."""
+    held = []
+    try:
+        for path in sorted(Path(p) for p in paths):
+            lock = path.parent / f".{path.name}.lock"
+            try:
+                lock.parent.mkdir(parents=True, exist_ok=True)
+                handle = open(lock, "a+")
+            except OSError as e:
+                raise write_error(lock, e) from None
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                who = handle.read().strip() or "another process"
+                handle.close()
+                raise DataError(f"{path} is being extracted right now by another get_embeds.py ({who}; lock file "
+                                f"{lock}); wait for it to finish, then re-run this command (it skips the files "
+                                f"that are done)") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}\n")
+            handle.flush()
+            held.append(handle)
+        yield
+    finally:
+        for handle in held:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
 
 def fingerprint(encoder, dataset, modality, chunk_size, precision, layer=FINAL):
@@ -145,18 +243,19 @@ def fingerprint(encoder, dataset, modality, chunk_size, precision, layer=FINAL):
 
 
 def extract(encoder, dataset, modality, out_path, batch_size=32, num_workers=4, precision="fp32",
-            chunk_size=512, rank=0, world_size=1, progress=True):
+            chunk_size=512, rank=0, world_size=1, progress=True, fresh=False):
     """Embeddings (N x D float32, on the CPU) of one modality; None on ranks other than 0."""
     rows = extract_layers(encoder, dataset, modality, {FINAL: out_path}, batch_size, num_workers, precision,
-                          chunk_size, rank, world_size, progress)
+                          chunk_size, rank, world_size, progress, fresh)
     return None if rows is None else rows[FINAL]
 
 
 def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_workers=4, precision="fp32",
-                   chunk_size=512, rank=0, world_size=1, progress=True):
+                   chunk_size=512, rank=0, world_size=1, progress=True, fresh=False):
     """outputs: {layer: final file path} (``final``: the model's usual row). One forward pass a batch serves
     every layer. batch_size: images (their captions, for text) a batch, or "auto" (resolve_batch_size).
-    Returns {layer: N x D float32 on the CPU} on rank 0, None on the other ranks."""
+    fresh (--overwrite): discard the chunks a killed run saved. Returns {layer: N x D float32 on the CPU} on
+    rank 0, None on the other ranks."""
     layers = list(outputs)
     batch_size = resolve_batch_size(batch_size, encoder.device, modality)
     num_workers = resolve_num_workers(num_workers, encoder.device)
@@ -166,10 +265,11 @@ def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_worke
         batch_size = 1
     n = len(dataset)
     chunks = _chunks(n, chunk_size)
-    partials = {layer: _Partial(path, fingerprint(encoder, dataset, modality, chunk_size, precision, layer))
-                for layer, path in outputs.items()}
+    digests = chunk_inputs(dataset, modality, chunks)
+    partials = {layer: _Partial(path, fingerprint(encoder, dataset, modality, chunk_size, precision, layer),
+                                digests) for layer, path in outputs.items()}
     for partial in partials.values():
-        partial.prepare(rank)
+        partial.prepare(rank, fresh)
     if world_size > 1:
         dist.barrier()
 
@@ -224,7 +324,7 @@ def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_worke
         if missing:
             raise DataError(f"chunks {missing[:5]} of {outputs[layer]} are missing in {partial.dir}; "
                             f"re-run to finish them")
-        out[layer] = torch.cat([partial.load(k) for k in range(len(chunks))])
+        out[layer] = torch.cat([partial.load(k, end - start) for k, (start, end) in enumerate(chunks)])
     return out
 
 

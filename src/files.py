@@ -10,9 +10,15 @@ Files (``data_dir`` defaults to ``data/``, results to ``results/`` and ``seedwis
 - ``{results_dir}/{run name}.csv`` (averaged over seeds), ``{seedwise_dir}/{run name}.csv`` (a row per
   seed), ``{results_dir}/summary.csv`` (every run's averaged row), ``table.csv`` and figures.
 
-Every write goes to a temporary file in the target folder, then ``os.replace``: a killed job never leaves a
-truncated file that later looks finished, and a file is either the old one or the new one.
+The rule for every write: a file this project writes, appends to or rewrites is, after any failure (full
+disk, kill, read-only folder), either complete and readable or unchanged. Every write goes to a temporary file
+in the target folder, then ``os.replace`` (``_atomic``); summary.csv is only replaced by a complete new copy
+(``experiment.append_summary``). A failed write is one message (``write_error``: "disk full", "permission
+denied", "is a folder") naming the file; the temporary file is removed and the old file is left as it was.
+Every name that becomes part of a path goes through ``names.check_path_part``.
 """
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -24,8 +30,8 @@ from typing import Optional
 
 import torch
 
-from .errors import DataError
-from .names import file_tag, parse_side
+from .errors import DataError, reason, unreadable_why
+from .names import check_path_part, file_tag, parse_model, parse_side
 
 SIDECAR_VERSION = 2
 
@@ -38,6 +44,7 @@ def side_file(data_dir, dataset, side, cluster=False):
     """The file of a side (``MODEL:MODALITY[:LANG]``, a Side or its text) of a dataset:
     ``{data_dir}/{dataset}[-{lang}]_{file_tag(model)}_{modality}[_cluster].pt``."""
     side = parse_side(side)
+    check_path_part(dataset, "dataset")
     name = f"{side.dataset(dataset)}_{file_tag(side.model)}_{side.modality}" + ("_cluster" if cluster else "")
     return Path(data_dir) / f"{name}.pt"
 
@@ -52,6 +59,7 @@ NOT_RESULTS = {SUMMARY_NAME, TABLE_NAME}  # CSVs in results/ that are not one ru
 
 def run_paths(results_dir, seedwise_dir, name):
     """The files of one run (configuration) named ``name``."""
+    check_path_part(name, "run name")
     return {"seedwise": Path(seedwise_dir) / f"{name}.csv", "results": Path(results_dir) / f"{name}.csv",
             "summary": Path(results_dir) / SUMMARY_NAME}
 
@@ -114,13 +122,14 @@ class Sidecar:
     @classmethod
     def from_dict(cls, data, path="sidecar"):
         if not isinstance(data, dict):
-            raise DataError(f"{path} holds a JSON {type(data).__name__}, not an object; delete it and re-run the "
-                            f"command that made its file")
+            raise DataError(f"{path} holds a JSON {type(data).__name__}, not an object; {remake_hint(path)}")
         known = {f.name for f in fields(cls)} - {"extra"}
         side = cls(**{k: v for k, v in data.items() if k in known},
                    extra={k: v for k, v in data.items() if k not in known})
         if "version" not in data:
             side.version = 1
+            if "embeddings" in data or "digest" in data:  # the cluster sidecars before this type had no kind
+                side.kind = "cluster"
         side._check(path)
         return side
 
@@ -132,8 +141,7 @@ class Sidecar:
     def _check(self, path):
         """Types of the fields that run.py relies on (a hand-edited sidecar gets a message, not a traceback)."""
         def bad(name, what):
-            raise DataError(f"{path}: {name} must be {what}; re-run the command that made its file "
-                            f"(get_embeds.py or cluster.py) with --overwrite, or fix the sidecar")
+            raise DataError(f"{path}: {name} must be {what}; {remake_hint(path, self.kind)}")
         if not isinstance(self.version, int) or isinstance(self.version, bool):
             bad("version", "a whole number")
         if self.version > SIDECAR_VERSION:
@@ -150,14 +158,20 @@ class Sidecar:
         if self.labels is not None:
             if not all(isinstance(x, int) and not isinstance(x, bool) for x in self.labels):
                 bad("labels", "a list of class indices (whole numbers)")
-            if self.classes is not None and self.labels and not (0 <= min(self.labels) and
-                                                                 max(self.labels) < len(self.classes)):
+            if self.labels and min(self.labels) < 0:
+                bad("labels", "class indices of 0 or more")
+            if self.classes is not None and self.labels and max(self.labels) >= len(self.classes):
                 bad("labels", f"class indices in 0..{len(self.classes) - 1} (one per class in 'classes')")
+            if self.image_ids is not None and len(self.image_ids) != len(self.labels):
+                bad("labels", f"one class index per image row ({len(self.image_ids)} image_ids, "
+                              f"{len(self.labels)} labels)")
+        if self.dropped is not None and not isinstance(self.dropped, dict):
+            bad("dropped", "an object (image id -> reason)")
         for name in ("n", "d", "rows"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                 bad(name, "a whole number")
-        for name in ("digest", "task_data", "model", "embeddings"):
+        for name in ("digest", "task_data", "model", "embeddings", "kind"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 bad(name, "a string")
 
@@ -177,8 +191,16 @@ def read_sidecar(path):
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise DataError(f"{side} is not valid JSON ({e}); delete it or re-run get_embeds.py --overwrite")
+        raise DataError(f"{side} is not valid JSON ({reason(e)}); {remake_hint(side)}")
     return Sidecar.from_dict(data, side)
+
+
+def remake_hint(sidecar_file, kind=None):
+    """How to replace a broken sidecar: cluster.py replaces its file on every run (it has no --overwrite);
+    get_embeds.py skips a file that exists unless --overwrite."""
+    cluster = kind == "cluster" or Path(sidecar_file).stem.endswith("_cluster")
+    return ("re-run the cluster.py command that made it (it replaces the file)" if cluster else
+            "re-run the get_embeds.py command that made it with --overwrite") + ", or fix the sidecar by hand"
 
 
 def write_sidecar(path, sidecar: Sidecar):
@@ -211,6 +233,19 @@ def get_embeds_command(dataset, model, path=None):
     return cmd
 
 
+def make_hint(dataset, model, path):
+    """How to make (again) the embeddings file ``path``: the get_embeds.py command, or, for a model that
+    get_embeds.py does not know (a file made elsewhere), where to put it: never a command that is refused."""
+    from .encoders import get_spec  # the registry, only for this message
+    from .errors import UsageError
+    try:
+        get_spec(parse_model(model).base)
+    except UsageError:
+        return (f"{model} is not a model get_embeds.py knows (python get_embeds.py --help lists them), so this "
+                f"file was made elsewhere: make it again the way it was made, as {path}")
+    return f"make it with: {get_embeds_command(dataset, model, path)}"
+
+
 def cluster_command(dataset, model, modality, n_clusters, data_dir="data"):
     cmd = (f"python cluster.py --m {shlex.quote(str(model))} --d {shlex.quote(str(dataset))} --nc {n_clusters}"
            + (" -t" if modality == "text" else ""))
@@ -227,22 +262,68 @@ def tensor_digest(tensor):
 # Writing: temporary file in the same folder, then os.replace
 # ----------------------------------------------------------------------------------------------------------
 
-def _atomic(path, write):
+def write_error(path, error):
+    """The DataError for a write of ``path`` that failed with the OSError ``error``: one message that says
+    what happened ("disk full", "permission denied", "is a folder") and that the old file is unchanged."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    kept = "nothing was changed" if not path.exists() else f"{path} is unchanged"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DataError(f"disk full: cannot write {path} ({error.strerror}); {kept}. Free some space (or pass "
+                         f"another output folder) and re-run")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return DataError(f"cannot write {path}: {error.strerror} (a read-only folder?); {kept}. Pass another "
+                         f"output folder, or make {path.parent} writable, and re-run")
+    if error.errno == errno.EISDIR or path.is_dir():
+        return DataError(f"cannot write {path}: a folder of that name is in the way; move it away and re-run")
+    return DataError(f"cannot write {path} ({error.strerror or reason(error)}); {kept}")
+
+
+class _Recording:
+    """A file object that remembers the OSError of a failed write: torch.save reports a failed write of its
+    own as a RuntimeError ("file write failed") that does not say why."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def _atomic(path, write):
+    """Write through ``write(file)`` into a temporary file beside ``path``, then ``os.replace`` it: after any
+    failure ``path`` is the old file (or absent), never a part of the new one."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"cannot write {path}: a folder of that name is in the way; move it away and re-run")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise write_error(path, e) from None
     umask = os.umask(0)
     os.umask(umask)
+    f = None
     try:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as raw:
+            f = _Recording(raw)
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        cause = e if isinstance(e, OSError) else (f.error if f is not None else None)
+        if cause is not None:
+            raise write_error(path, cause) from None
         raise
 
 
@@ -293,7 +374,7 @@ def load_tensor(path, fix=None):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, pickled objects refused by weights_only, ...
-        raise DataError(f"{path} cannot be read as a tensor file ({type(e).__name__}: {str(e)[:200]}){hint}")
+        raise DataError(f"{path} {unreadable_why(e, path)}{hint}") from None
     return obj
 
 
@@ -310,7 +391,8 @@ def load_embeddings(path, fix=None):
     if bad.any():
         rows = torch.nonzero(bad).flatten().tolist()
         raise DataError(f"{path} has NaN or inf in {len(rows)} row(s), first {rows[:5]}; "
-                        f"re-extract it with get_embeds.py --overwrite (try --precision fp32)")
+                        f"{fix or 're-extract it with get_embeds.py --overwrite'} (with --precision fp32: half "
+                        f"precision can overflow)")
     return obj
 
 

@@ -18,11 +18,17 @@ Neighbours (``mutual_knn``, ``cknna``): the k largest similarities of a row, sel
 toward the lower row index (a stable descending sort). platonic-rep uses ``torch.topk``/``argsort``,
 whose order among ties is unspecified; on real embeddings ties do not occur, so the values agree.
 """
+import logging
+import time
+
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import cka
 from .errors import DataError, UsageError
+
+_logger = logging.getLogger(__name__)
 
 DEFAULT_K = 10
 
@@ -187,13 +193,17 @@ def measure_all(X, Y):
     return out
 
 
-def permutation_null(X, Y, n_permutations, seed=0, values=None):
+MAX_PERMUTATIONS = 10_000   # each shuffle recomputes every metric; 1000 already pin a z-score to ~0.03
+
+
+def permutation_null(X, Y, n_permutations, seed=0, values=None, progress=False):
     """Each metric against shuffled pairings: {name: (mean, std, z)}.
 
     ``n_permutations`` shuffles of Y's rows from one ``np.random.default_rng(seed)`` (the same shuffles
     for every metric); mean and std (ddof=1; 0 for a single shuffle) of each metric over them, and
     z = (value - mean) / std with value the metric of the true pairing (``values``, computed when None).
     A single shuffle gives z = nan; a null with zero spread gives z = +-inf (or nan when value == mean).
+    With progress, a bar on stderr; a warning with the expected time when it will take over a minute.
     """
     if not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1:
         raise UsageError(f"n_permutations must be an integer >= 1, got {n_permutations!r}")
@@ -202,10 +212,21 @@ def permutation_null(X, Y, n_permutations, seed=0, values=None):
         values = measure_all(X, Y)
     rng = np.random.default_rng(seed)
     null = {name: [] for name in METRICS}
-    for _ in range(n_permutations):
+    bar = tqdm(total=n_permutations, desc="permutations", unit="shuffle", disable=not progress, leave=False,
+               dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for i in range(n_permutations):
         perm = torch.as_tensor(rng.permutation(Y.shape[0]))
         for name, value in measure_all(X, Y[perm]).items():
             null[name].append(value)
+        bar.update(1)
+        if i == 0 and n_permutations > 1:
+            expected = (time.perf_counter() - t0) * n_permutations
+            if expected > 60:
+                _logger.warning("--permutations %d: about %.0f minutes for this seed (%.2f s a shuffle of %d "
+                                "rows); 1000 shuffles pin a z-score well", n_permutations, expected / 60,
+                                expected / n_permutations, X.shape[0])
+    bar.close()
     out = {}
     for name, vals in null.items():
         vals = np.asarray(vals, dtype=np.float64)
@@ -230,13 +251,13 @@ def metric_columns(permutations=0):
     return cols
 
 
-def metric_row(X, Y, permutations=0, seed=0):
+def metric_row(X, Y, permutations=0, seed=0, progress=False):
     """{column: value} for ``metric_columns(permutations)``: the metrics, then (with permutations) the
     null mean and z of each."""
     X, Y = _prepare(X, Y)
     row = measure_all(X, Y)
     if permutations > 0:
-        for name, (mean, _, z) in permutation_null(X, Y, permutations, seed, values=dict(row)).items():
+        for name, (mean, _, z) in permutation_null(X, Y, permutations, seed, dict(row), progress).items():
             row[f"{name}_null"] = mean
             row[f"{name}_z"] = z
     return {c: row[c] for c in metric_columns(permutations)}

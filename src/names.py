@@ -7,7 +7,12 @@ architecture and preprocessing with weights freshly initialised after ``torch.ma
 
 A side is what one embedding file holds: ``MODEL:MODALITY[:LANG]``, parsed from the right (MODALITY is
 ``img`` or ``text``), so ``hf:org/x@blocks.3:img`` stays whole.
+
+Every name that becomes part of a path (dataset names, languages, run names, the figure's file name) goes
+through ``check_path_part``: one rule, so no name can reach outside its folder. Model names go through
+``file_tag``, which escapes every character that could.
 """
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,6 +21,24 @@ from .errors import UsageError
 FINAL = "final"
 RANDOM = "random:"
 MODALITIES = ("img", "text")
+
+
+def check_path_part(value, what="name"):
+    """``value`` if it can be one part of a file name, else a UsageError naming ``what`` (e.g. "--base_data").
+
+    The rule: not empty, not ``.`` or ``..``, no ``/``, ``\\``, control characters or surrounding spaces (so it
+    cannot name another folder), and not starting with ``-`` (the fix-it commands pass it after a flag).
+    """
+    text = str(value)
+    if (not text or text in (".", "..") or any(c in text for c in "/\\") or text != text.strip()
+            or any(ord(c) < 32 or ord(c) == 127 for c in text) or text.startswith("-")):
+        raise UsageError(f"{what} {value!r}: a name that becomes part of a file name cannot be empty, . or .., "
+                         f"hold / or \\ or control characters, start with - or begin or end with a space; folders "
+                         f"go in --data-dir / --results-dir (or --images / --captions)")
+    return text
+
+
+_LANG = re.compile(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*")  # BCP 47-like tags: de, zh, pt-BR, zh-Hans
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,9 @@ class Side:
         object.__setattr__(self, "model", parse_model(self.model).text)
         if self.modality not in MODALITIES:
             raise UsageError(f"side {self.model}:{self.modality}: the modality must be img or text")
+        if self.lang is not None and not _LANG.fullmatch(str(self.lang)):
+            raise UsageError(f"side {self.model}:{self.modality}:{self.lang}: a language is letters and digits, "
+                             f"parts joined by - (e.g. de, zh, pt-BR); it becomes part of a file name")
 
     @property
     def text(self):

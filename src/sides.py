@@ -16,9 +16,9 @@ from .errors import DataError
 from .files import (
     Sidecar,
     cluster_command,
-    get_embeds_command,
     load_cluster,
     load_embeddings,
+    make_hint,
     read_sidecar,
     side_file,
     sidecar_path,
@@ -36,6 +36,7 @@ class LoadedSide:
     path: Path
     rows: torch.Tensor             # N x D on the CPU, float32 or float64
     sidecar: Optional[Sidecar]     # None for plain tensors such as the paper's files
+    fix: str = ""                  # how to make the file again (for messages)
 
     @property
     def ids(self):
@@ -57,7 +58,7 @@ def load_side(data_dir, dataset, side) -> LoadedSide:
     side = parse_side(side)
     name = side.dataset(dataset)
     path = side_file(data_dir, dataset, side)
-    fix = f"make it with: {get_embeds_command(name, side.model, path)}"
+    fix = make_hint(name, side.model, path)
     rows = load_embeddings(path, fix)
     sidecar = read_sidecar(path)
     if sidecar is not None:
@@ -65,7 +66,16 @@ def load_side(data_dir, dataset, side) -> LoadedSide:
         if n is not None and n != rows.shape[0]:
             raise DataError(f"{path} has {rows.shape[0]} rows but its sidecar {sidecar_path(path)} lists {n}: "
                             f"the file was cut or replaced; {fix}")
-    return LoadedSide(side, name, path, rows, sidecar)
+    return LoadedSide(side, name, path, rows, sidecar, fix)
+
+
+def require_distinct(rows, what, fix):
+    """A DataError unless ``rows`` (N x D, N >= 2) holds at least two different rows: with all rows equal
+    (e.g. all zero) every distance is 0, the RBF bandwidth is 0, and matching can only break ties."""
+    if rows.shape[0] >= 2 and not (rows != rows[:1]).any():
+        raise DataError(f"{what}: all {rows.shape[0]} rows are the same vector"
+                        f"{' (all zero)' if not rows.any() else ''}, so no method or metric can tell them apart; "
+                        f"{fix}")
 
 
 def _id_key(i):
@@ -118,9 +128,13 @@ def load_side_cluster(data_dir, dataset, loaded: LoadedSide, n_clusters, keep: t
     cmd = cluster_command(side.dataset(dataset), side.model, side.modality, n_clusters, data_dir)
     picks = load_cluster(path, loaded.rows.shape[0], f"make it with: {cmd}")
     sidecar = read_sidecar(path)
-    if sidecar is not None and sidecar.digest not in (None, tensor_digest(loaded.rows)):
+    if sidecar is not None and sidecar.digest is not None and sidecar.digest != tensor_digest(loaded.rows):
         raise DataError(f"{path} was made from other embeddings than {loaded.path} (they were re-extracted "
-                        f"since); re-run: {cmd}")
+                        f"since, or the file was copied from another side); re-run: {cmd}")
+    if sidecar is not None and sidecar.digest is None and sidecar.embeddings not in (None, loaded.path.name):
+        # an older sidecar without the digest: at least the embeddings file it names must be this side's
+        raise DataError(f"{path} was made from {sidecar.embeddings}, not from {loaded.path.name} (a cluster "
+                        f"file copied from another side?); re-run: {cmd}")
     where = {int(r): i for i, r in enumerate(keep.tolist())}
     lost = [int(p) for p in picks.tolist() if int(p) not in where]
     if lost:

@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 
 from .draws import get_data_sep, legacy_class_draw
 from .errors import DataError, UsageError
-from .sides import load_side_cluster, pair_rows
+from .sides import load_side_cluster, pair_rows, require_distinct
 
 _logger = logging.getLogger(__name__)
 
@@ -102,6 +102,11 @@ class Captions(Task):
             sq, tq, _, _ = pair_rows(load(cfg.query_data, cfg.source), load(cfg.query_data, cfg.target))
         n_base, n_query = sb.shape[0], sq.shape[0]
         b, q = cfg.base_samples, cfg.query_samples
+        pools = [(sb, base_s), (tb, base_t)]
+        if not same:
+            pools += [(sq, load(cfg.query_data, cfg.source)), (tq, load(cfg.query_data, cfg.target))]
+        for rows, loaded in pools:  # before any computation: a constant side gives meaningless numbers
+            require_distinct(rows, f"{loaded.path} (the rows paired with the other side)", loaded.fix)
         if same and b + q > n_base:
             raise DataError(f"{b} anchors + {q} queries = {b + q} rows, but {cfg.base_data} has only {n_base} "
                             f"(paired) rows; lower --b or --q")
@@ -183,6 +188,11 @@ class Classes(Task):
         img, txt = _class_sides(cfg, load)
         labels = torch.as_tensor(img.labels, dtype=torch.int64)
         C = len(img.classes)
+        if labels.numel() != img.rows.shape[0]:
+            raise DataError(f"{img.path} has {img.rows.shape[0]} rows but its sidecar lists {labels.numel()} "
+                            f"labels; {img.fix}")
+        require_distinct(img.rows, str(img.path), img.fix)
+        require_distinct(txt.rows, str(txt.path), txt.fix)
         counts = torch.bincount(labels, minlength=C)
         if (counts == 0).any():
             missing = [img.classes[i] for i in torch.nonzero(counts == 0).flatten().tolist()][:3]
@@ -190,8 +200,9 @@ class Classes(Task):
         if cfg.base_samples >= C:
             raise DataError(f"--b {cfg.base_samples} anchor classes leave no class to match: {cfg.base_data} "
                             f"has {C} classes; lower --b")
-        return ClassesState(img.rows, labels, counts, prototypes(img.rows, labels, C), txt.rows,
-                            image_is_source=cfg.source == img.side)
+        protos = prototypes(img.rows, labels, C)
+        require_distinct(protos, f"{img.path} (its class means)", img.fix)
+        return ClassesState(img.rows, labels, counts, protos, txt.rows, image_is_source=cfg.source == img.side)
 
     @staticmethod
     def _orient(state, img_b, img_q, txt_b, txt_q, device):

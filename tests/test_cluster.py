@@ -54,7 +54,7 @@ def test_exact_count_tops_up_to_n_distinct_anchors(emb):
 def test_cluster_errors(emb, tmp_path, capsys):
     assert cluster.main(["--m", "other", "--d", "toy"]) == 1
     err = capsys.readouterr().err
-    assert "data/toy_other_img.pt does not exist" in err and "python get_embeds.py --m other --d toy" in err
+    assert "data/toy_other_img.pt does not exist" in err and "other is not a model get_embeds.py knows" in err
     assert cluster.main(["--m", "enc", "--d", "toy", "--nc", "500"]) == 1
     assert "only 120 rows" in capsys.readouterr().err
     assert not list((tmp_path / "data").glob("*_cluster.*"))

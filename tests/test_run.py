@@ -155,7 +155,8 @@ def _bad(workdir, capsys, argv, code, *needles):
 
 def test_missing_embeddings(workdir, capsys):
     (workdir / "data" / "query_vis_img.pt").unlink()
-    _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "query_vis_img.pt", "python get_embeds.py --m vis --d query")
+    # vis is no model get_embeds.py knows: the hint says so instead of naming a command that would be refused
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "query_vis_img.pt", "vis is not a model get_embeds.py knows")
 
 
 def test_missing_cluster_file(workdir, capsys):
@@ -192,9 +193,9 @@ def test_nan_rows(workdir, capsys):
 
 def test_corrupt_and_pickled_files(workdir, capsys):
     (workdir / "data" / "query_txt_text.pt").write_bytes(b"not a torch file")
-    _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "query_txt_text.pt", "cannot be read")
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "query_txt_text.pt", "is truncated or corrupt")
     torch.save({"weights": object()}, workdir / "data" / "query_txt_text.pt")  # refused by weights_only
-    _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "query_txt_text.pt", "cannot be read")
+    _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "query_txt_text.pt", "holds pickled Python objects")
 
 
 def test_unknown_method_and_bad_flags(workdir, capsys):
