@@ -41,10 +41,17 @@ def test_pairing_refusals(tmp_path):
 
 
 def test_a_cut_file_is_named_with_the_command_that_remakes_it(tmp_path):
+    _save(tmp_path, "allroberta:text", torch.randn(3, 2), [1, 2, 3])
+    torch.save(torch.randn(2, 2), side_file(tmp_path, "d", "allroberta:text"))  # replaced behind its back
+    with pytest.raises(DataError, match=r"has 2 rows but its sidecar .* lists 3.*"
+                                        r"python get_embeds.py --m allroberta --d d .*--overwrite"):
+        sides.load_side(tmp_path, "d", "allroberta:text")
+    # a model get_embeds.py does not know: no command that would be refused, the place to put the file instead
     _save(tmp_path, "a:text", torch.randn(3, 2), [1, 2, 3])
-    torch.save(torch.randn(2, 2), side_file(tmp_path, "d", "a:text"))  # replaced behind its sidecar's back
-    with pytest.raises(DataError, match=r"has 2 rows but its sidecar .* lists 3.*python get_embeds.py --m a"):
+    torch.save(torch.randn(2, 2), side_file(tmp_path, "d", "a:text"))
+    with pytest.raises(DataError, match=r"lists 3.*a is not a model get_embeds.py knows") as err:
         sides.load_side(tmp_path, "d", "a:text")
+    assert "python get_embeds.py --m" not in str(err.value)
 
 
 def test_cluster_picks_are_tied_to_their_rows(tmp_path):
