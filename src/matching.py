@@ -103,7 +103,7 @@ def _scipy_restarts(A, B, n_base, restarts, seed, progress):
 
 
 def graph_matching(source_base, target_base, source_query, target_query, device=None, restarts=500, seed=None,
-                   solver="fast", init="randomized", patience=10, polish=False, progress=True):
+                   solver="fast", init="randomized", patience=10, polish=False, progress=True, timers=None):
     """Seeded graph matching of the two sides' centred RBF kernels (``qap_inputs``), anchors fixed: the
     paper's QAP method. Options are checked by the method's options (``src/methods.py``).
 
@@ -113,13 +113,15 @@ def graph_matching(source_base, target_base, source_query, target_query, device=
     ``init`` ("randomized", "barycenter", or a warm start from the Hungarian assignment of one of
     WARM_GRAPHS' graphs), ``patience`` (stop after that many restarts without a better objective; 0 or
     None: never) and ``polish`` (pair-swap local search on the best permutation). Its iterates run on
-    ``device`` (default: the inputs' device).
+    ``device`` (default: the inputs' device). ``timers``: a dict that collects where the fast solver's time
+    goes (``faq.seeded_qap``), and "inputs" (building A and B).
 
     Returns (acc, info): acc = fraction of source queries matched to their own target; info =
     {"objective": best objective (float), "restarts": restarts run (int), "assignment": np.int64 (Q,),
     assignment[i] = target query matched to source query i, unshuffled}.
     """
-    A, B, shuffle, n_base = qap_inputs(source_base, target_base, source_query, target_query)
+    with faq.timed(timers, "inputs", "cpu"):
+        A, B, shuffle, n_base = qap_inputs(source_base, target_base, source_query, target_query)
     if solver == "scipy":
         col_ind, objective = _scipy_restarts(A, B, n_base, restarts, seed, progress)
         done = restarts
@@ -133,7 +135,7 @@ def graph_matching(source_base, target_base, source_query, target_query, device=
         work = torch.as_tensor(source_base).device if device is None else torch.device(device)
         with tqdm(total=restarts, desc="qap restarts", disable=not progress, leave=False) as bar:
             res = faq.seeded_qap(A, B, n_base, restarts=restarts, init=kind, warm=warm, seed=seed,
-                                     patience=patience or None, device=work,
+                                     patience=patience or None, device=work, timers=timers,
                                      progress=lambda done, best: bar.update(done - bar.n))
         col_ind, objective, done = res.col_ind, res.objective, res.restarts
         if polish:
