@@ -78,6 +78,7 @@ def main(argv=None):
     p.add_argument("--batch-size", default="auto",
                    help="images a batch, or auto: get_embeds' default (1 on the CPU, 32 on a GPU)")
     p.add_argument("--workers", default="auto", help="DataLoader workers, or auto: get_embeds' default")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--skip-paper", action="store_true")
     p.add_argument("--model", default="efficientnet_lite0", help="registry name")
     p.add_argument("--weights", default=None, help="local weights for --model")
@@ -87,6 +88,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not 0 < args.small < args.large:
         p.error("need 0 < --small < --large")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     batch = resolve_batch_size(args.batch_size if args.batch_size == "auto" else int(args.batch_size), dev, "img")
     workers = resolve_num_workers(args.workers, dev)

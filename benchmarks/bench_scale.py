@@ -11,8 +11,9 @@ the graph, and its matching (Hungarian on the graph, or qap's seeded graph match
 - ``synthetic``: d = 1,024 on both sides, x = z A + e and y = tanh(z B) + e' with a shared 64-dimensional
   latent z (Gaussian A, B, e, e'; seed 0).
 
-Every point runs in a fresh subprocess: seconds (graph, matching, total), peak memory (the process's
-ru_maxrss: everything it held, Python and torch included; on a GPU torch.cuda.max_memory_allocated), and
+Every point runs in a fresh subprocess: seconds (graph, matching, total), peak memory (the process's resident
+high-water mark from the start of the method to its end: Python, torch and the inputs included, making the
+inputs left out; on a GPU torch.cuda.max_memory_allocated), and
 for the graph methods the arithmetic rate (the FLOP count of the graph's products / its seconds) next to a
 dense 2,048 x 2,048 matmul's rate measured in the same run on the same device and dtype, and their ratio
 (the figure that holds across machines). kernel_local_CKA's expansion computes in float64 whatever the
@@ -148,10 +149,35 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def reset_peak(device):
+    """Start the peak-memory count here (Linux: VmHWM reset through /proc/self/clear_refs; elsewhere the
+    count keeps the process's whole life)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def peak_gib(device):
+    """The peak since reset_peak: GPU memory allocated, or the process's resident high-water mark."""
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated() / 2 ** 30
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2 ** 20  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+
+
+def cpu_seconds():
+    """CPU seconds this process has used (user + system, all its threads)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def timed(f, device):
@@ -181,8 +207,10 @@ def run_point(spec):
     # warm-up on a small problem (BLAS threads, oneDNN, thread pools), as a run pays once, not per seed
     small = SimpleNamespace(sb=d.sb[:32], tb=d.tb[:32], sq=d.sq[:32], tq=d.tq[:32], score=None)
     method.match(small, method.graph(small, device), device, 0, False)
+    reset_peak(device)
+    cpu0 = cpu_seconds()
     graph, out["graph_s"] = timed(lambda: method.graph(d, device), device)
-    if graph is not None:
+    if graph is not None and not spec["graph_only"]:
         _, out["retrieval_s"] = timed(lambda: get_retrieval(graph), device)
     if spec["graph_only"]:
         out["match_s"] = None
@@ -196,6 +224,7 @@ def run_point(spec):
                    estimate_s=method.estimate_seconds(spec["anchors"], spec["q"], device))
     else:
         _, out["match_s"] = timed(lambda: method.match(d, graph, device, 0, False), device)
+    out["cpu_s"] = cpu_seconds() - cpu0
     out["peak_gib"] = peak_gib(device)
     out["seconds"] = out["graph_s"] + out.get("retrieval_s", 0.0) + (out["match_s"] or 0.0)
     if spec["method"] == "kernel_local_CKA":
@@ -210,11 +239,15 @@ def run_exact_check(spec):
     device, dtype = spec["device"], getattr(torch, spec["dtype"])
     d = draw(spec["inputs"], spec["anchors"], spec["q"], dtype, device)
     kernel_local_CKA(d.sb[:32], d.tb[:32], d.sq[:32], d.tq[:32])  # warm-up
-    out = {}
+    reset_peak(device)
+    out, cpu0 = {}, cpu_seconds()
     fast, out["fast_s"] = timed(lambda: kernel_local_CKA(d.sb, d.tb, d.sq, d.tq), device)
+    out["fast_cpu_s"] = cpu_seconds() - cpu0
     out["fast_peak_gib"] = peak_gib(device)
     out["terms"] = kernel_terms(d)
+    cpu0 = cpu_seconds()
     exact, out["exact_s"] = timed(lambda: kernel_local_CKA(d.sb, d.tb, d.sq, d.tq, exact=True), device)
+    out["exact_cpu_s"] = cpu_seconds() - cpu0
     d64 = [t.double() for t in (d.sb, d.tb, d.sq, d.tq)]
     ref, out["reference_s"] = timed(lambda: kernel_local_CKA(*d64, exact=True), device)
     out["fast_diff"] = float((fast.double() - ref).abs().max())
@@ -227,7 +260,8 @@ def run_exact_check(spec):
 
 def in_subprocess(spec, timeout):
     """Runs one spec in a fresh interpreter; its result dict, or {"error": ...}."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--run", json.dumps(spec)]
+    cmd = [sys.executable, os.path.abspath(__file__), "--threads", str(torch.get_num_threads()), "--run",
+           json.dumps(spec)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -287,13 +321,16 @@ def main(argv=None):
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=float, default=600, help="seconds: a point estimated past it is not run")
-    p.add_argument("--graph-only", action="store_true", help="time the graphs only (no matching)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--graph-only", action="store_true", help="time the graphs only (no retrieval, no matching)")
     p.add_argument("--exact-q", type=int, default=5000,
                    help="queries of the fast-vs-exact kernel local CKA comparison (0: skip it)")
     p.add_argument("--exact-dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--figure", default=str(ROOT / "docs" / "speed_scale.png"), help="'' for none")
     p.add_argument("--run", default=None, help=argparse.SUPPRESS)  # internal: one point, as JSON
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.run:
         spec = json.loads(args.run)
         out = run_exact_check(spec) if spec.get("kind") == "exact" else run_point(spec)
@@ -307,7 +344,7 @@ def main(argv=None):
     print(f"{args.anchors} anchors; one seed as run.py runs it (graph, retrieval, matching); every point in a "
           f"fresh process\n")
     head = (f"{'method':<17} {'input':<9} {'dtype':<7} {'Q':>6} {'graph s':>8} {'match s':>8} {'total s':>8} "
-            f"{'peak GiB':>8} {'GFLOP':>8} {'GFLOP/s':>8} {'matmul':>7} {'ratio':>6}  note")
+            f"{'cpu s':>7} {'peak GiB':>8} {'GFLOP':>8} {'GFLOP/s':>8} {'matmul':>7} {'ratio':>6}  note")
     print(head)
     print("-" * len(head))
     series = {}
@@ -336,12 +373,12 @@ def main(argv=None):
                     rate_dt = "float64" if method == "kernel_local_CKA" and r.get("terms") else dt
                     rate = gflop / r["graph_s"] if gflop else None
                     cols = (f"{fmt_s(r['graph_s']):>8} {fmt_s(r['match_s']):>8} {fmt_s(r['seconds']):>8} "
-                            f"{r['peak_gib']:8.2f} "
+                            f"{fmt_s(r['cpu_s']):>7} {r['peak_gib']:8.2f} "
                             + (f"{gflop:8.2f} {rate:8.1f} {rates[rate_dt]:7.1f} {rate / rates[rate_dt]:6.2f}"
                                if rate else f"{'-':>8} {'-':>8} {'-':>7} {'-':>6}"))
                     print(f"{method:<17} {inputs:<9} {dt:<7} {q:>6} {cols}  {note(method, r)}", flush=True)
     print("\nmatch s: Hungarian on the graph (qap: its seeded graph matching); total s: graph + retrieval + "
-          "match; GFLOP: the graph's products (qap has no graph); ratio: GFLOP/s / the matmul's in the dtype "
+          "match (wall clock); cpu s: the process's CPU seconds over the same span (all threads); GFLOP: the graph's products (qap has no graph); ratio: GFLOP/s / the matmul's in the dtype "
           "the products run in")
     exponents = {k: fitted_exponent(v) for k, v in series.items()}
     listed = [f"{m} {i} {dt}: Q^{e:.2f}" for (m, i, dt), e in exponents.items() if e is not None]
@@ -368,8 +405,9 @@ def main(argv=None):
                 rate = fl / 1e9 / s
                 print(f"{label:<34} {s:8.2f} {fl / 1e9:8.1f} {rate:8.1f} {rates[dt]:7.1f} "
                       f"{rate / rates[dt]:6.2f} {diff:24.2e}")
-            print(f"fast path: {r['exact_s'] / r['fast_s']:.0f}x faster than the exact {args.exact_dtype} path, "
-                  f"peak memory {r['fast_peak_gib']:.2f} GiB (the process, inputs included)")
+            print(f"fast path: {r['exact_s'] / r['fast_s']:.0f}x faster than the exact {args.exact_dtype} path "
+                  f"(CPU seconds: fast {r['fast_cpu_s']:.2f}, exact {r['exact_cpu_s']:.1f}); peak memory of the "
+                  f"fast path {r['fast_peak_gib']:.2f} GiB (the process, inputs included)")
 
     if args.figure and any(len(v) >= 2 for v in series.values()):
         write_figure(series, exponents, args.figure, args.anchors, device)

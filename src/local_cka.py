@@ -225,6 +225,8 @@ class RBFExpansion:
     the most the expansion moves any graph entry through this side (``kernel_local_CKA``).
     """
 
+    rows = 4096  # queries whose medians are found at once
+
     def __init__(self, n, t, u, error, nodes, coef):
         self.n, self.t, self.u, self.error = n, t, u, error
         self.terms = coef.shape[1]
@@ -237,12 +239,15 @@ class RBFExpansion:
         of terms, or bandwidths that are not finite and positive). Computed in base's dtype (the caller
         passes float64)."""
         anchors = _Anchors(base)
-        d, med = anchors.sigmas(query)
-        t = 0.5 / med
+        t = torch.empty(query.shape[0], dtype=query.dtype, device=query.device)
+        u = torch.empty(query.shape[0], base.shape[0], dtype=query.dtype, device=query.device)
+        for i in range(0, query.shape[0], cls.rows):  # the medians' temporaries stay a few times rows x n
+            d, med = anchors.sigmas(query[i:i + cls.rows])
+            t[i:i + cls.rows] = 0.5 / med
+            torch.exp(-t[i:i + cls.rows, None] * d, out=u[i:i + cls.rows]).sub_(_SHIFT)
         if not bool(torch.isfinite(t).all() and (t > 0).all()):
             return None
         a, b = float(t.min()), float(t.max())
-        u = torch.exp(-t[:, None] * d) - _SHIFT
         for r in range(1, max_terms + 1):
             error = _interpolation_error(anchors.D, a, b, r)
             nodes, coef = _chebyshev_basis(t, a, b, r)
