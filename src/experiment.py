@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -165,17 +165,44 @@ def alignment(draw, permutations=0, seed=0, progress=False):
                               progress)
 
 
+LONG_RUN_SECONDS = 60
+
+
+def warn_long_runs(methods, draw, device, n_seeds):
+    """A warning (stderr, also with -q) for each configuration whose method estimates more than
+    LONG_RUN_SECONDS for its seeds, naming the flags that bound it (the method's ``cost_flags``)."""
+    n_anchors, n_queries = draw.sb.shape[0], draw.sq.shape[0]
+    for cfg, method in methods.items():
+        seconds = method.estimate_seconds(n_anchors, n_queries, device)
+        if seconds is None or seconds * n_seeds <= LONG_RUN_SECONDS:
+            continue
+        bound = f"; bound it with {' and '.join(method.cost_flags)}" if method.cost_flags else ""
+        _logger.warning("%s %s -> %s: estimated %s for %d seed(s) of %d queries and %d anchors%s",
+                        cfg.method, cfg.source, cfg.target, _duration(seconds * n_seeds), n_seeds, n_queries,
+                        n_anchors, bound)
+
+
+def _duration(seconds):
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def run_group(group: Group, device, progress=True):
     """Every seed of a group, every method per seed. Returns [(cfg, seedwise rows, averaged row)]."""
     cfg0 = group.first
     task = TASKS[cfg0.task]
     declared = [c.name for c in task.columns]
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = datetime.now(UTC).isoformat(timespec="seconds")
     methods = {cfg: cfg.method_instance() for cfg in group.configs}
     rows = {cfg: [] for cfg in group.configs}
     for seed in cfg0.seeds:
         draw = task.draw(group.state, cfg0, seed, device)
         check_draw(draw, cfg0, seed)
+        if seed == cfg0.seeds[0]:
+            warn_long_runs(methods, draw, device, len(cfg0.seeds))
         values = alignment(draw, cfg0.permutations, seed=seed, progress=progress)
         for cfg, method in methods.items():
             t0 = time.perf_counter()

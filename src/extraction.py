@@ -27,6 +27,7 @@ import logging
 import os
 import shlex
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -52,10 +53,11 @@ AUTO_BATCH_DEFAULT = 32
 
 
 def resolve_num_workers(num_workers, device):
-    """-j: an int >= 0, or "auto": on the CPU, workers decode on the cores the forward pass runs on, so
-    they only pay with cores to spare (bench_extract.py, 2 cores, EfficientNet-Lite0 one image a batch:
-    0 workers 52.4, 1 worker 47.7, 2 workers 46.4 images/s, against 50.8 for the paper's loop); on a GPU
-    up to 4 keep it fed."""
+    """-j: an int >= 0, or "auto": on the CPU, worker processes decode on the cores the forward pass runs
+    on, so they only pay with cores to spare (bench_extract.py, 2 cores, EfficientNet-Lite0 one image a
+    batch: 0 workers 52.4, 1 worker 47.7, 2 workers 46.4 images/s, against 50.8 for the paper's loop); with
+    0, a thread of this process loads the next batch during the forward pass (``_thread_batches``). On a
+    GPU up to 4 keep it fed."""
     if num_workers != "auto":
         return int(num_workers)
     cores = os.cpu_count() or 1
@@ -96,16 +98,38 @@ def _image_error(paths, transform, error):
     for path in paths:
         try:
             image = open_rgb(path)
-        except Exception as e:  # PIL raises many types for bad files
+        except Exception as e:  # noqa: BLE001 (PIL raises many types for bad files)
             return DataError(f"image {path} cannot be decoded ({type(e).__name__}: {str(e)[:200]}); fix or "
                              f"remove the file, or re-run with --skip-missing to drop such images")
         try:
             transform(image)
-        except Exception as e:  # the model's preprocessing refused it (size, mode, ...)
+        except Exception as e:  # noqa: BLE001 (the model's preprocessing refused it: size, mode, ...)
             return DataError(f"image {path} decodes but the model's preprocessing fails on it "
                              f"({type(e).__name__}: {str(e)[:200]}); fix the file (e.g. save it as an ordinary "
                              f"RGB JPEG) or remove it from the images and the captions json")
     return error
+
+
+def _collate(images):
+    """The batch tensor of a list of C x H x W images: the image itself, viewed as 1 x C x H x W, for one."""
+    return images[0][None] if len(images) == 1 else torch.stack(images)
+
+
+def _thread_batches(dataset, batches):
+    """The collated batches of dataset (a map of index -> image tensor), in order, each loaded one batch
+    ahead in one thread of this process: decoding and resizing release the GIL, so they overlap the
+    forward pass (what DataLoader workers do, without processes to start and feed; -j 0). A loading error
+    is raised where that batch is asked for, as the DataLoader does."""
+    def load(batch):
+        return _collate([dataset[i] for i in batch])
+
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(load, batches[0]) if batches else None
+        for j in range(len(batches)):
+            pixels = ahead.result()
+            if j + 1 < len(batches):
+                ahead = pool.submit(load, batches[j + 1])
+            yield pixels
 
 
 def _chunks(n, chunk_size):
@@ -282,20 +306,24 @@ def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_worke
     bar = tqdm(total=todo_rows, desc=label, unit="img", disable=not progress, dynamic_ncols=True)
 
     batches = [(k, b) for k in mine for b in _batches(*chunks[k], batch_size)]
-    pending = {k: [] for k in mine}
+    pending, filled = {k: [] for k in mine}, dict.fromkeys(mine, 0)
 
-    def finish(k, rows):  # rows: {layer: B x D}
-        pending[k].append({layer: r.float().cpu() for layer, r in rows.items()})
-        if sum(r[layers[0]].shape[0] for r in pending[k]) == chunks[k][1] - chunks[k][0]:
+    def finish(k, rows):  # rows: {layer: B x D float32 (encode's)}, copied off the device once
+        pending[k].append({layer: r.cpu() for layer, r in rows.items()})
+        filled[k] += rows[layers[0]].shape[0]
+        if filled[k] == chunks[k][1] - chunks[k][0]:
             got = pending.pop(k)
             for layer in layers:
                 partials[layer].save(k, torch.cat([r[layer] for r in got]))
 
     with torch.inference_mode(), autocast(encoder.device, precision):
         if modality == "img":
-            loader = DataLoader(_Images(dataset.paths, encoder.transform),
-                                batch_sampler=[b for _, b in batches], num_workers=num_workers,
-                                pin_memory=encoder.device.type == "cuda")
+            images = _Images(dataset.paths, encoder.transform)
+            if num_workers == 0:
+                loader = _thread_batches(images, [b for _, b in batches])
+            else:
+                loader = DataLoader(images, batch_sampler=[b for _, b in batches], num_workers=num_workers,
+                                    pin_memory=encoder.device.type == "cuda")
             it = iter(loader)
             for k, b in batches:  # the loader yields batches in this order, workers or not
                 try:
@@ -307,7 +335,7 @@ def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_worke
                     raise error from None
                 finish(k, encoder.encode("img", encoder.prepare(pixels), layers))
                 bar.update(len(b))
-            del it  # shuts the workers down
+            del it  # shuts the workers (or the loading thread) down
         else:
             for k, b in batches:
                 finish(k, encoder.encode("text", [dataset.captions[i] for i in b], layers))

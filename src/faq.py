@@ -14,7 +14,9 @@ projection by one Hungarian assignment. What makes it fast:
 - warm starts from a cheap graph (one Hungarian assignment) and early stopping when restarts stop
   improving the best objective.
 """
+import contextlib
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -24,6 +26,23 @@ from scipy.optimize import linear_sum_assignment
 
 INITS = ("randomized", "barycenter", "warm")
 SOLVERS = ("fast", "scipy")
+
+
+@contextlib.contextmanager
+def _timed(timers, part, device):
+    """Adds the block's seconds to timers[part] (nothing when timers is None; synchronises a GPU so the
+    seconds are the device's)."""
+    if timers is None:
+        yield
+        return
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        sync()
+        timers[part] = timers.get(part, 0.0) + time.perf_counter() - t
 
 
 @dataclass
@@ -96,12 +115,16 @@ def is_symmetric(A, B):
     return bool(torch.equal(A, A.T) and torch.equal(B, B.T))
 
 
-def faq_batch(A, B, n_seeds, P0, maxiter=30, tol=1e-5, pool=None):
+def faq_batch(A, B, n_seeds, P0, maxiter=30, tol=1e-5, pool=None, timers=None):
     """Seeded FAQ from each start in P0 (b x m x m, m = n - n_seeds). Anchors are fixed to themselves.
 
     Returns (cols (b x m) of the unseeded part, objectives (b,), iterations (b,)). Iterates follow
     scipy's faq step for step (its gradient, line search and stopping rule), in the dtype of A, on both
     branches (``is_symmetric``: one m^3 product per iteration, else two).
+
+    timers: a dict, or None; when given, seconds are added under "assignment" (the Hungarian steps, the
+    final projection included), "products" (everything else: gradients, line search, updates), and the
+    number of restart-iterations run under "iterations".
     """
     s = n_seeds
     A21, A12, A22 = A[s:, :s], A[:s, s:], A[s:, s:]
@@ -113,12 +136,14 @@ def faq_batch(A, B, n_seeds, P0, maxiter=30, tol=1e-5, pool=None):
     own_pool = pool is None
     pool = pool or ThreadPoolExecutor(os.cpu_count() or 1)
 
-    P = P0.clone()
-    U = A22 @ P                                  # A22 P
-    V = U if sym else A22T @ P                   # A22^T P
-    W21 = P.transpose(1, 2) @ A21                # P^T A21
-    W12 = W21 if sym else P.transpose(1, 2) @ A12T   # P^T A12^T (= P^T A21 when A is symmetric)
-    Z = B22 @ P.transpose(1, 2)                  # B22 P^T
+    dev = A.device
+    with _timed(timers, "products", dev):
+        P = P0.clone()
+        U = A22 @ P                                  # A22 P
+        V = U if sym else A22T @ P                   # A22^T P
+        W21 = P.transpose(1, 2) @ A21                # P^T A21
+        W12 = W21 if sym else P.transpose(1, 2) @ A12T   # P^T A12^T (= P^T A21 when A is symmetric)
+        Z = B22 @ P.transpose(1, 2)                  # B22 P^T
     active = torch.ones(b, dtype=torch.bool, device=A.device)
     n_iter = torch.zeros(b, dtype=torch.int64)
     try:
@@ -127,46 +152,52 @@ def faq_batch(A, B, n_seeds, P0, maxiter=30, tol=1e-5, pool=None):
             if idx.numel() == 0:
                 break
             n_iter[idx.cpu()] = it
-            Ui, Vi, Pi = U[idx], V[idx], P[idx]
-            grad = const_sum + (2 * Ui @ B22 if sym else Ui @ B22T + Vi @ B22)
-            cols = _lap_batch(grad, True, pool)                   # Q = eye[cols]
-            inv = torch.argsort(cols, dim=1)                      # Q^T = eye[inv]
-            # products with Q are permutations of rows or columns
-            AQ = _gather_cols(A22, inv)                           # A22 Q
-            ATQ = AQ if sym else _gather_cols(A22T, inv)          # A22^T Q
-            QA21 = _gather_rows(A21, inv)                         # Q^T A21
-            QA12 = QA21 if sym else _gather_rows(A12T, inv)       # Q^T A12^T
-            BQ = _gather_cols(B22, cols)                          # B22 Q^T
-            Q = torch.zeros_like(Pi).scatter_(2, cols[:, :, None], 1.0)
-            R = Pi - Q
-            b21 = ((W21[idx] - QA21) * B21).sum(dim=(1, 2))
-            b12 = ((W12[idx] - QA12) * B12.T).sum(dim=(1, 2))
-            AR22 = Vi - ATQ
-            BR22 = Z[idx] - BQ
-            b22a = (AR22 * _gather_rows(B22T, cols)).sum(dim=(1, 2))
-            b22b = (A22 * _gather_rows(BR22, cols)).sum(dim=(1, 2))
-            a = (AR22.transpose(1, 2) * BR22).sum(dim=(1, 2))
-            bb = b21 + b12 + b22a + b22b
-            # maximise: interior critical point when a < 0, else the better end point (scipy's rule)
-            crit = -bb / (2 * a)
-            interior = (a < 0) & (crit >= 0) & (crit <= 1)
-            end = ((bb + a) > 0).to(A.dtype)  # argmin([0, -(b + a)]) is 1 when b + a > 0
-            alpha = torch.where(interior, crit, end)
-            al = alpha[:, None, None]
-            P[idx] = al * Pi + (1 - al) * Q
-            U[idx] = al * Ui + (1 - al) * AQ
-            if not sym:
-                V[idx] = al * Vi + (1 - al) * ATQ
-            W21[idx] = al * W21[idx] + (1 - al) * QA21
-            if not sym:
-                W12[idx] = al * W12[idx] + (1 - al) * QA12
-            Z[idx] = al * Z[idx] + (1 - al) * BQ
-            step = (1 - alpha) * torch.linalg.norm(R.reshape(R.shape[0], -1), dim=1) / np.sqrt(m)
-            active[idx[step < tol]] = False
-        cols = _lap_batch(P, True, pool)
+            with _timed(timers, "products", dev):
+                Ui, Vi, Pi = U[idx], V[idx], P[idx]
+                grad = const_sum + (2 * Ui @ B22 if sym else Ui @ B22T + Vi @ B22)
+            with _timed(timers, "assignment", dev):
+                cols = _lap_batch(grad, True, pool)                   # Q = eye[cols]
+            with _timed(timers, "products", dev):
+                inv = torch.argsort(cols, dim=1)                      # Q^T = eye[inv]
+                # products with Q are permutations of rows or columns
+                AQ = _gather_cols(A22, inv)                           # A22 Q
+                ATQ = AQ if sym else _gather_cols(A22T, inv)          # A22^T Q
+                QA21 = _gather_rows(A21, inv)                         # Q^T A21
+                QA12 = QA21 if sym else _gather_rows(A12T, inv)       # Q^T A12^T
+                BQ = _gather_cols(B22, cols)                          # B22 Q^T
+                Q = torch.zeros_like(Pi).scatter_(2, cols[:, :, None], 1.0)
+                R = Pi - Q
+                b21 = ((W21[idx] - QA21) * B21).sum(dim=(1, 2))
+                b12 = ((W12[idx] - QA12) * B12.T).sum(dim=(1, 2))
+                AR22 = Vi - ATQ
+                BR22 = Z[idx] - BQ
+                b22a = (AR22 * _gather_rows(B22T, cols)).sum(dim=(1, 2))
+                b22b = (A22 * _gather_rows(BR22, cols)).sum(dim=(1, 2))
+                a = (AR22.transpose(1, 2) * BR22).sum(dim=(1, 2))
+                bb = b21 + b12 + b22a + b22b
+                # maximise: interior critical point when a < 0, else the better end point (scipy's rule)
+                crit = -bb / (2 * a)
+                interior = (a < 0) & (crit >= 0) & (crit <= 1)
+                end = ((bb + a) > 0).to(A.dtype)  # argmin([0, -(b + a)]) is 1 when b + a > 0
+                alpha = torch.where(interior, crit, end)
+                al = alpha[:, None, None]
+                P[idx] = al * Pi + (1 - al) * Q
+                U[idx] = al * Ui + (1 - al) * AQ
+                if not sym:
+                    V[idx] = al * Vi + (1 - al) * ATQ
+                W21[idx] = al * W21[idx] + (1 - al) * QA21
+                if not sym:
+                    W12[idx] = al * W12[idx] + (1 - al) * QA12
+                Z[idx] = al * Z[idx] + (1 - al) * BQ
+                step = (1 - alpha) * torch.linalg.norm(R.reshape(R.shape[0], -1), dim=1) / np.sqrt(m)
+                active[idx[step < tol]] = False
+        with _timed(timers, "assignment", dev):
+            cols = _lap_batch(P, True, pool)
     finally:
         if own_pool:
             pool.shutdown()
+    if timers is not None:
+        timers["iterations"] = timers.get("iterations", 0) + int(n_iter.sum())
     return cols, objective_batch(A, B, n_seeds, cols), n_iter
 
 
@@ -180,7 +211,7 @@ def objective_batch(A, B, n_seeds, cols):
 
 
 def seeded_qap(A, B, n_seeds, restarts=500, init="randomized", warm=None, seed=0, batch_size=8, patience=None,
-               maxiter=30, tol=1e-5, perturb=0.25, dtype=torch.float32, progress=None, device=None):
+               maxiter=30, tol=1e-5, perturb=0.25, dtype=torch.float32, progress=None, device=None, timers=None):
     """Best of up to ``restarts`` seeded FAQ runs, ``batch_size`` at a time.
 
     init: "randomized" (the paper's), "barycenter" (one run: it is deterministic) or "warm" (needs
@@ -189,7 +220,8 @@ def seeded_qap(A, B, n_seeds, restarts=500, init="randomized", warm=None, seed=0
     improved the best objective (None: run them all). ``dtype``: of the FAQ iterates (float32 halves the
     time of the products; objectives are always compared in float64, on A's device). ``device``: where
     the iterates run (default A's): A and B may stay on the CPU in float64 while the iterates run on a GPU
-    (MPS has no float64). Deterministic for a given seed.
+    (MPS has no float64). Deterministic for a given seed. ``timers``: a dict that collects faq_batch's
+    parts, and "start" (the starting points) and "objective" (scoring each restart's permutation).
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -209,11 +241,13 @@ def seeded_qap(A, B, n_seeds, restarts=500, init="randomized", warm=None, seed=0
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         while done < restarts:
             count = min(batch_size, restarts - done)
-            P0 = initial_points(init, m, count, gen, warm=warm, perturb=perturb, dtype=dtype, device=work)
-            if init == "warm" and done == 0:
-                P0[0] = initial_points("warm", m, 1, gen, warm=warm, perturb=0.0, dtype=dtype, device=work)[0]
-            cols, _, _ = faq_batch(Aw, Bw, n_seeds, P0, maxiter=maxiter, tol=tol, pool=pool)
-            objs = objective_batch(A, B, n_seeds, cols.to(A.device))
+            with _timed(timers, "start", work):
+                P0 = initial_points(init, m, count, gen, warm=warm, perturb=perturb, dtype=dtype, device=work)
+                if init == "warm" and done == 0:
+                    P0[0] = initial_points("warm", m, 1, gen, warm=warm, perturb=0.0, dtype=dtype, device=work)[0]
+            cols, _, _ = faq_batch(Aw, Bw, n_seeds, P0, maxiter=maxiter, tol=tol, pool=pool, timers=timers)
+            with _timed(timers, "objective", work):
+                objs = objective_batch(A, B, n_seeds, cols.to(A.device))
             for k, obj in enumerate(objs.tolist()):
                 objectives.append(obj)
                 if obj > best:

@@ -9,6 +9,12 @@ Device and dtype: what needs float64 (the QAP matrices and objectives, the Hunga
 CPU in float64 (``.cpu().double()``, never ``.double()`` on a device: MPS has none); graphs and the fast
 solver's float32 iterates follow ``device``.
 """
+import functools
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment, quadratic_assignment
@@ -19,8 +25,17 @@ from .baselines import relative_baseline
 from .cka import centered_scaled_corr_rbf
 from .local_cka import kernel_local_CKA, linear_local_CKA
 
-__all__ = ["hungarian", "graph_matching", "qap_inputs", "qap_accuracy", "query_shuffle", "SOLVERS",
-           "WARM_GRAPHS", "QAP_INITS"]
+__all__ = [
+    "QAP_INITS",
+    "SOLVERS",
+    "WARM_GRAPHS",
+    "estimate_qap_seconds",
+    "graph_matching",
+    "hungarian",
+    "qap_accuracy",
+    "qap_inputs",
+    "query_shuffle",
+]
 
 SOLVERS = faq.SOLVERS  # "fast": src/faq.py, batched; "scipy": the paper's loop of scipy FAQ runs
 # Warm starts of the fast solver: one Hungarian assignment on one of these graphs.
@@ -88,7 +103,7 @@ def _scipy_restarts(A, B, n_base, restarts, seed, progress):
 
 
 def graph_matching(source_base, target_base, source_query, target_query, device=None, restarts=500, seed=None,
-                   solver="fast", init="randomized", patience=10, polish=False, progress=True):
+                   solver="fast", init="randomized", patience=10, polish=False, progress=True, timers=None):
     """Seeded graph matching of the two sides' centred RBF kernels (``qap_inputs``), anchors fixed: the
     paper's QAP method. Options are checked by the method's options (``src/methods.py``).
 
@@ -98,13 +113,15 @@ def graph_matching(source_base, target_base, source_query, target_query, device=
     ``init`` ("randomized", "barycenter", or a warm start from the Hungarian assignment of one of
     WARM_GRAPHS' graphs), ``patience`` (stop after that many restarts without a better objective; 0 or
     None: never) and ``polish`` (pair-swap local search on the best permutation). Its iterates run on
-    ``device`` (default: the inputs' device).
+    ``device`` (default: the inputs' device). ``timers``: a dict that collects where the fast solver's time
+    goes (``faq.seeded_qap``), and "inputs" (building A and B).
 
     Returns (acc, info): acc = fraction of source queries matched to their own target; info =
     {"objective": best objective (float), "restarts": restarts run (int), "assignment": np.int64 (Q,),
     assignment[i] = target query matched to source query i, unshuffled}.
     """
-    A, B, shuffle, n_base = qap_inputs(source_base, target_base, source_query, target_query)
+    with faq.timed(timers, "inputs", "cpu"):
+        A, B, shuffle, n_base = qap_inputs(source_base, target_base, source_query, target_query)
     if solver == "scipy":
         col_ind, objective = _scipy_restarts(A, B, n_base, restarts, seed, progress)
         done = restarts
@@ -118,7 +135,7 @@ def graph_matching(source_base, target_base, source_query, target_query, device=
         work = torch.as_tensor(source_base).device if device is None else torch.device(device)
         with tqdm(total=restarts, desc="qap restarts", disable=not progress, leave=False) as bar:
             res = faq.seeded_qap(A, B, n_base, restarts=restarts, init=kind, warm=warm, seed=seed,
-                                     patience=patience or None, device=work,
+                                     patience=patience or None, device=work, timers=timers,
                                      progress=lambda done, best: bar.update(done - bar.n))
         col_ind, objective, done = res.col_ind, res.objective, res.restarts
         if polish:
@@ -126,3 +143,74 @@ def graph_matching(source_base, target_base, source_query, target_query, device=
     acc = qap_accuracy(col_ind, shuffle.numpy(), n_base)
     assignment = shuffle.numpy()[np.asarray(col_ind)[n_base:] - n_base].astype(np.int64)
     return acc, {"objective": float(objective), "restarts": int(done), "assignment": assignment}
+
+
+# estimate_qap_seconds' model of one restart: ITERATIONS Frank-Wolfe steps (2 to 3 per restart measured on
+# the bundled data and on synthetic kernels at Q = 250 to 2,000), each one m^3 product, one m x m Hungarian
+# assignment (cubic in m at worst) and a fixed overhead; benchmarks/bench_scale.py prints the estimates next
+# to measured times.
+ITERATIONS, CALIBRATION_SIZE = 3, 512
+
+
+def expected_restarts(restarts, patience, batch=8):
+    """Restarts the fast solver typically runs: all of them without patience; with patience P, about 2 P
+    rounded up to its batches of 8 (the bundled demo, P = 10: 16 to 32), never more than ``restarts``."""
+    if patience is None:
+        return restarts
+    return min(restarts, batch * math.ceil(2 * patience / batch))
+
+
+def _elapsed(f, device):
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    f()
+    sync()
+    return time.perf_counter() - t
+
+
+@functools.lru_cache(maxsize=16)
+def qap_step_costs(m, device="cpu", batch=8):
+    """Timed on ``device`` (once per process and size): (seconds of one restart-iteration's fixed overhead,
+    seconds of one restart-iteration's m0^3 product, seconds of one m0 x m0 assignment per restart, m0),
+    with m0 = min(m, CALIBRATION_SIZE), as faq_batch runs them (float32 batches of ``batch``, assignments
+    in its thread pool)."""
+    g = torch.Generator().manual_seed(0)
+    m0 = min(m, CALIBRATION_SIZE)
+    # the overhead: a tiny solve (Python, small kernels, thread pool), per restart-iteration
+    X = torch.randn(48, 4, generator=g, dtype=torch.float64)
+    A = centered_scaled_corr_rbf(X)
+    B = centered_scaled_corr_rbf(X + 0.1 * torch.randn(48, 4, generator=g, dtype=torch.float64))
+    faq.seeded_qap(A, B, 16, restarts=batch, device=device)  # warm-up
+    timers = {}
+    faq.seeded_qap(A, B, 16, restarts=batch, device=device, timers=timers)
+    overhead = (timers["products"] + timers["assignment"]) / timers["iterations"]
+    # the product: U @ B22 on a batch
+    U = torch.rand(batch, m0, m0, generator=g).to(device)
+    B22 = torch.rand(m0, m0, generator=g).to(device)
+    U @ B22
+    product = min(_elapsed(lambda: U @ B22, device) for _ in range(3)) / batch
+    # the assignment: a batch of dense m0 x m0 matrices in faq's thread pool
+    M = torch.rand(batch, m0, m0, generator=g, dtype=torch.float64)
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        assignment = _elapsed(lambda: faq._lap_batch(M, True, pool), "cpu") / batch
+    return overhead, product, assignment, m0
+
+
+def estimate_qap_seconds(n_anchors, n_queries, restarts=500, solver="fast", patience=10, init="randomized",
+                         device="cpu"):
+    """Estimated seconds of one graph_matching call (one seed) with these options: an order of magnitude to
+    decide whether to bound a run (``--restarts``, ``--qap-patience``), not a promise.
+
+    One restart = ITERATIONS x (overhead + product x (m / m0)^3 + assignment x (m / m0)^3), m = n_queries,
+    from ``qap_step_costs`` timed on ``device``; times the restarts expected (``expected_restarts``; one
+    for the barycenter start; all of them for scipy, which has no patience and makes about six float64
+    products an iteration, counted as 12 float32 ones). n_anchors is accepted for the contract; the cost is
+    in the m x m blocks.
+    """
+    overhead, product, assignment, m0 = qap_step_costs(n_queries, str(torch.device(device)))
+    grow = (n_queries / m0) ** 3
+    if solver == "scipy":
+        return restarts * ITERATIONS * (overhead + 12 * product * grow + assignment * grow)
+    runs = 1 if init == "barycenter" else expected_restarts(restarts, patience)
+    return runs * ITERATIONS * (overhead + (product + assignment) * grow)

@@ -8,21 +8,28 @@ flag to its parser, a configuration carries the values as one hashed mapping (``
 - ``graph(draw, device)``: the Q x Q graph (rows source queries, columns target queries), or None;
 - ``match(draw, graph, device, seed, progress)``: (accuracy, info) with ``info["assignment"]`` (np.int64,
   Q: the target query matched to source query i) and optionally ``objective`` and ``restarts``;
-- ``check_config(base_samples)``: a method's limits on the configuration (before any file is read).
+- ``check_config(base_samples)``: a method's limits on the configuration (before any file is read);
+- ``estimate_seconds(n_anchors, n_queries, device)``: its estimated seconds for one seed, or None (cheap
+  methods); run.py warns before a configuration whose estimate passes a minute, naming ``cost_flags``.
 
 Top-1/5/10 come from the graph (``src/retrieval.py``); a method without a graph reports -1, as the paper's
 qap rows. Adding a method: a dataclass here (or in a file of its own) and one line in ``METHODS``.
 """
 import argparse
 from dataclasses import dataclass, field, fields
-from typing import Optional
 
 import numpy as np
 
 from .baselines import cos_baseline, linear_baseline, relative_baseline
 from .errors import UsageError
 from .local_cka import kernel_local_CKA, linear_local_CKA
-from .matching import QAP_INITS, SOLVERS, graph_matching, hungarian
+from .matching import (
+    QAP_INITS,
+    SOLVERS,
+    estimate_qap_seconds,
+    graph_matching,
+    hungarian,
+)
 
 
 def option(default, flag, help, choices=None, least=None, zero_means_none=False):
@@ -30,8 +37,8 @@ def option(default, flag, help, choices=None, least=None, zero_means_none=False)
 
     ``least``: the smallest allowed value (ints); ``choices``: the allowed values; ``zero_means_none``:
     the flag's 0 means "no limit" and is stored as None (``--qap-patience 0``)."""
-    return field(default=default, metadata=dict(flag=flag, help=help, choices=choices, least=least,
-                                                zero_means_none=zero_means_none))
+    return field(default=default, metadata={"flag": flag, "help": help, "choices": choices, "least": least,
+                                            "zero_means_none": zero_means_none})
 
 
 def _whole(v):
@@ -43,6 +50,7 @@ class Method:
 
     description = ""
     same_space = False   # compares the two sides directly: needs equal dimensions
+    cost_flags = ()      # the flags that bound its run time (named when its estimate is long)
 
     # ---- options -------------------------------------------------------------------------------------
 
@@ -60,7 +68,7 @@ class Method:
         for f in own:
             meta = f.metadata
             seen.add(meta["flag"])
-            kw = dict(dest=f.name, help=meta["help"], default=argparse.SUPPRESS)
+            kw = {"dest": f.name, "help": meta["help"], "default": argparse.SUPPRESS}
             if isinstance(f.default, bool):
                 group.add_argument(meta["flag"], action="store_true", **kw)
                 continue
@@ -122,6 +130,9 @@ class Method:
         """A method's limits on the configuration."""
 
     # ---- computation -----------------------------------------------------------------------------------
+
+    def estimate_seconds(self, n_anchors, n_queries, device="cpu"):
+        """Estimated seconds of graph + match for one seed, or None: no estimate (the method is cheap)."""
 
     def graph(self, draw, device):
         return None
@@ -188,7 +199,7 @@ class QAP(Method):
                              choices=SOLVERS)
     qap_init: str = option("randomized", "--qap-init", "qap starts: randomized (the paper's), barycenter, or a "
                            "warm start from that graph", choices=QAP_INITS)
-    qap_patience: Optional[int] = option(10, "--qap-patience", "qap, fast solver: stop after this many restarts "
+    qap_patience: int | None = option(10, "--qap-patience", "qap, fast solver: stop after this many restarts "
                                          "without a better objective (0: never)", least=0, zero_means_none=True)
     qap_polish: bool = option(False, "--qap-polish", "qap, fast solver: pair-swap local search on the best "
                               "permutation (a higher objective)")
@@ -199,6 +210,12 @@ class QAP(Method):
                              f"randomized starts)")
         if self.qap_solver == "scipy" and self.qap_polish:
             raise UsageError("--qap-polish needs --qap-solver fast")
+
+    cost_flags = ("--restarts", "--qap-patience")
+
+    def estimate_seconds(self, n_anchors, n_queries, device="cpu"):
+        return estimate_qap_seconds(n_anchors, n_queries, self.restarts, self.qap_solver, self.qap_patience,
+                                    self.qap_init, device)
 
     def match(self, draw, graph, device, seed, progress):
         return graph_matching(draw.sb, draw.tb, draw.sq, draw.tq, device, restarts=self.restarts, seed=seed,
