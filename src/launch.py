@@ -76,18 +76,20 @@ def add_launch_args(parser):
     g.add_argument("--launcher", choices=LAUNCHERS, default=None,
                    help="slurm: one SLURM job array; local: processes on this machine; debug: each job in this "
                         "process (a failing job opens pdb)")
-    g.add_argument("--jobs-dir", default="jobs", help="submitit's scripts, pickles and logs (a folder per command)")
-    g.add_argument("--slurm-partition", default=None, help="SLURM partition")
-    g.add_argument("--slurm-time", type=positive_int, default=60, help="minutes a job may run")
-    g.add_argument("--slurm-gpus", type=non_negative_int, default=None, help="GPUs per job")
-    g.add_argument("--slurm-cpus", type=positive_int, default=None, help="CPUs per job")
-    g.add_argument("--slurm-mem", type=_slurm_mem, default=None, help="memory per job, as sbatch --mem (32G)")
-    g.add_argument("--slurm-account", default=None, help="SLURM account to charge")
-    g.add_argument("--slurm-array-parallelism", type=positive_int, default=None,
+    g.add_argument("--jobs-dir", default="jobs", metavar="DIR",
+                   help="submitit's scripts, pickles and logs (a folder per command)")
+    g.add_argument("--slurm-partition", default=None, metavar="NAME", help="SLURM partition")
+    g.add_argument("--slurm-time", type=positive_int, default=60, metavar="MIN", help="minutes a job may run")
+    g.add_argument("--slurm-gpus", type=non_negative_int, default=None, metavar="N", help="GPUs per job")
+    g.add_argument("--slurm-cpus", type=positive_int, default=None, metavar="N", help="CPUs per job")
+    g.add_argument("--slurm-mem", type=_slurm_mem, default=None, metavar="MEM",
+                   help="memory per job, as sbatch --mem (32G)")
+    g.add_argument("--slurm-account", default=None, metavar="NAME", help="SLURM account to charge")
+    g.add_argument("--slurm-array-parallelism", type=positive_int, default=None, metavar="P",
                    help="jobs of the array running at once (sbatch --array=0-N%%P)")
     g.add_argument("--slurm-extra", type=_key_value, nargs="+", default=[], metavar="KEY=VALUE",
                    help="other sbatch options, passed through (qos=high constraint=a100)")
-    g.add_argument("--local-parallelism", type=positive_int, default=1,
+    g.add_argument("--local-parallelism", type=positive_int, default=1, metavar="N",
                    help="--launcher local: jobs running at once (submitit's LocalExecutor would start all)")
     g.add_argument("--no-wait", action="store_true",
                    help="--launcher slurm: print the job ids and how to collect, and return")
@@ -236,7 +238,7 @@ def _group_what(group):
 def _group_writes(group):
     paths = group[0].output_paths()
     more = f" and {len(group) - 1} more" if len(group) > 1 else ""
-    return f"{paths['results']}{more}, each with its {paths['seedwise'].parent}/ twin"
+    return f"{paths['results']}{more} (and each in {paths['seedwise'].parent}/)"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -286,7 +288,7 @@ def launch(specs, opts: LaunchOptions, name, collect):
     n = len(specs)
     if opts.dry_run:
         for i, spec in enumerate(specs, 1):
-            print(f"job {i}/{n}: {spec.what}\n    writes {spec.writes}")
+            print(f"job {i}/{n}: {spec.what}; writes {spec.writes}")
         print(f"dry run: {n} job(s) with --launcher {opts.launcher}; nothing submitted")
         return Outcome(waited=False)
     # a folder per command, its jobs' files side by side (submitit names them by job id); it exists before
@@ -366,14 +368,14 @@ def _collect(job, spec, launcher, outcome, n):
         if error is None:
             outcome.results.append((spec, job.result()))
         else:
-            failure = Failure(spec, job.job_id, _error_line(error, job), job.paths.stderr)
+            failure = Failure(spec, job.job_id, _error_line(error, job, launcher), job.paths.stderr)
     if failure is not None:
         outcome.failures.append(failure)
     _logger.info("job %s %s (%d/%d ended): %s", job.job_id, "failed" if failure else "done",
                  len(outcome.results) + len(outcome.failures), n, spec.what)
 
 
-def _error_line(error, job):
+def _error_line(error, job, launcher):
     """The last line of a failed job's traceback (``DataError: ...``), or how it ended without a result."""
     from submitit.core.utils import FailedJobError
     if isinstance(error, FailedJobError):
@@ -383,7 +385,9 @@ def _error_line(error, job):
         lines = [line for line in trace.splitlines() if line.strip()]
         last = lines[-1].strip() if lines else str(error).strip()
         return re.sub(r"^(?:\w+\.)+(?=\w+:)", "", last)  # src.errors.DataError: ... -> DataError: ...
-    return f"ended without a result (state {job.state}; killed, out of time or out of memory?)"
+    if launcher == "slurm":  # sacct's word: TIMEOUT, OUT_OF_MEMORY, CANCELLED, NODE_FAIL, ...
+        return f"ended without a result, SLURM state {job.state} (see its log)"
+    return "its process ended without a result (killed, or out of memory?)"
 
 
 def print_failures(outcome, n):

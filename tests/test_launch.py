@@ -188,12 +188,10 @@ def test_debug_launcher_runs_in_this_process(workdir, capsys):
 def test_dry_run_lists_jobs_and_writes_nothing(workdir, capsys):
     assert run.main(PAIRS + ["--launcher", "slurm", "--dry-run"]) == 0  # no sbatch needed to look
     lines = capsys.readouterr().out.splitlines()
-    jobs = [line for line in lines if line.startswith("job ")]
-    assert len(jobs) == 4 and jobs[0].startswith("job 1/4: txt:text -> vis:img on base -> query (captions): "
-                                                 "linear relative, seeds 0 1 2")
-    writes = [line.strip() for line in lines if line.strip().startswith("writes ")]
-    assert len(writes) == 4 and "results/base_query_txt_vis_linear_b30_q40_c0_" in writes[0]
-    assert "nothing submitted" in lines[-1]
+    assert len(lines) == 5 and "nothing submitted" in lines[-1]
+    assert lines[0].startswith("job 1/4: txt:text -> vis:img on base -> query (captions): linear relative, "
+                               "seeds 0 1 2; writes results/base_query_txt_vis_linear_b30_q40_c0_")
+    assert lines[0].endswith(".csv and 1 more (and each in seedwise/)")
     assert not (workdir / "jobs").exists() and not list((workdir / "results").glob("*"))
 
 

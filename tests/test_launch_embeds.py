@@ -73,9 +73,11 @@ def test_dry_run_is_one_job_per_model_and_dataset(two_datasets, capsys):
     argv = ["--m", "pixels", "minilm", "--d", "coco", "nocaps", "--launcher", "slurm", "--dry-run", "-q"]
     assert get_embeds.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line for line in lines if line.startswith("job ")] == [
-        "job 1/4: pixels on coco", "job 2/4: minilm on coco", "job 3/4: pixels on nocaps", "job 4/4: minilm on nocaps"]
-    assert "writes data/coco_pixels_img.pt" in [line.strip() for line in lines]
+    assert lines == ["job 1/4: pixels on coco; writes data/coco_pixels_img.pt",
+                     "job 2/4: minilm on coco; writes data/coco_minilm_text.pt",
+                     "job 3/4: pixels on nocaps; writes data/nocaps_pixels_img.pt",
+                     "job 4/4: minilm on nocaps; writes data/nocaps_minilm_text.pt",
+                     "dry run: 4 job(s) with --launcher slurm; nothing submitted"]
     assert not (two_datasets / "jobs").exists() and not (two_datasets / "data").exists()
 
 
