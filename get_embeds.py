@@ -8,13 +8,10 @@ Classification (ImageFolder):   python get_embeds.py --m minilm --d NAME --image
 (one image row per image, one text row per class: the mean over the templates of the normalised prompts)
 Layer taps, one forward pass:   python get_embeds.py --m efficientnet_lite0 --layers _blocks.4 _blocks.8 final
 Which layers there are:         python get_embeds.py --m efficientnet_lite0 --list-layers
+Several models, a cluster job each: python get_embeds.py --m dinov2 clip allroberta --d coco nocaps --launcher slurm
 """
-import contextlib
-import json
 import os
-import platform
 import sys
-from datetime import datetime, timezone
 
 import torch
 import torch.distributed as dist
@@ -24,25 +21,23 @@ from src.cli import (
     UsageError,
     add_device_args,
     batch_size_arg,
+    check_device_name,
     positive_int,
-    quiet_output,
     resolve_device,
     run_main,
     workers_arg,
 )
-from src.datasets import ClassesDataset, load_dataset, open_rgb
-from src.encoders import REGISTRY, get_spec, load_encoder
-from src.extraction import (
-    AUTO_BATCH_DEFAULT,
-    PRECISIONS,
-    extract_class_texts,
-    extract_layers,
-    output_lock,
-    remove_partial,
-    resolve_batch_size,
+from src.embed import (
+    EmbedOptions,
+    check_model,
+    check_with_dataset,
+    extract_model,
+    open_dataset,
+    output_files,
 )
-from src.files import Sidecar, save_embeddings, side_file
-from src.names import FINAL, Side, check_path_part, parse_model
+from src.encoders import REGISTRY
+from src.extraction import AUTO_BATCH_DEFAULT, PRECISIONS
+from src.launch import add_launch_args, launch_options
 
 
 def build_parser():
@@ -52,17 +47,19 @@ def build_parser():
                               f"  random:MODEL: MODEL's architecture and preprocessing, weights initialised after "
                               f"torch.manual_seed(0)\n"
                               f"  MODEL@LAYER: the spatial / token mean of a module's output (see --list-layers)")
-    p.add_argument("--m", "--model", "--model_name", dest="model", default="dinov2", metavar="MODEL",
-                   help="[random:]NAME[@LAYER]: NAME a registry name (listed below) or hf:<repo>, timm:<name>, "
-                        "st:<name>, clip:<repo>; LAYER a module path as --list-layers prints it")
+    p.add_argument("--m", "--model", "--model_name", dest="model", nargs="+", default=["dinov2"], metavar="MODEL",
+                   help="[random:]NAME[@LAYER], one or more (one after another; with --launcher a job each): NAME a "
+                        "registry name (listed below) or hf:<repo>, timm:<name>, st:<name>, clip:<repo>; LAYER a "
+                        "module path as --list-layers prints it")
     p.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
                    help="several layers from one forward pass, one file each ('final': the model's usual row, "
                         "the plain MODEL file)")
     p.add_argument("--list-layers", action="store_true",
                    help="print every module path with its output shape for one input of the dataset, then exit")
-    p.add_argument("--d", "--dataset", dest="dataset", default="coco",
+    p.add_argument("--d", "--dataset", dest="dataset", nargs="+", default=["coco"], metavar="DATASET",
                    help="coco, nocaps, or any name with --images and --captions (captions dataset) or with "
-                        "--images ROOT alone (classification dataset: an ImageFolder root, a class a sub-folder)")
+                        "--images ROOT alone (classification dataset: an ImageFolder root, a class a sub-folder); "
+                        "several: coco nocaps (found through COCO_ROOT, NOCAPS_ROOT)")
     p.add_argument("--images", default=None, help="images folder (coco: $COCO_ROOT/val2017), or an ImageFolder root")
     p.add_argument("--captions", default=None, help="COCO-format captions json (coco: $COCO_ROOT/annotations/"
                                                     "captions_val2017.json)")
@@ -91,17 +88,8 @@ def build_parser():
                    help="drop images that are missing, undecodable or without captions (from both modalities)")
     p.add_argument("--overwrite", action="store_true", help="recompute outputs that exist")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
+    add_launch_args(p)
     return p
-
-
-def _versions():
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("transformers", "timm", "sentence_transformers", "torchvision"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
-    return out
 
 
 def _distributed(device_arg, gpu):
@@ -117,122 +105,77 @@ def _distributed(device_arg, gpu):
     return dist.get_rank(), world, device
 
 
-def taps_of(layers):
-    return [layer for layer in layers if layer != FINAL]
-
-
-def _one_input(encoder, dataset, modality):
-    """One image (preprocessed, on the device) or one caption (or class prompt) of the dataset, as a batch
-    of one."""
-    if modality == "img":
-        return encoder.prepare(encoder.transform(open_rgb(dataset.paths[0]))[None])
-    if isinstance(dataset, ClassesDataset):
-        return [dataset.prompts(0)[:1]]
-    return [dataset.captions[0][:1]]
-
-
 def main(argv=None):
+    parser = build_parser()
+
     def body(args):
-        name = parse_model(args.model)
-        check_path_part(args.dataset, "--d (the dataset name)")  # the dataset name becomes part of file names
-        if os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
-            raise UsageError(f"--data-dir {args.data_dir} is a file, not a folder: pass the folder the embeddings "
-                             f"go in")
-        if args.layers and name.layer:
-            raise UsageError(f"--m {args.model} --layers: give the layer in the name or with --layers, not both")
-        layers = list(dict.fromkeys(args.layers or [name.layer or FINAL]))
-        base = name.at(None)
-        spec = get_spec(base.base)
-
-        def path(layer, modality):
-            return side_file(args.data_dir, args.dataset, Side(base.at(layer).text, modality))
-
-        outputs = [path(l, m) for l in layers for m in spec.modalities]
-        if not args.list_layers and outputs and all(p.exists() for p in outputs) and not args.overwrite:
-            print("\n".join(f"{p} exists, skipped (--overwrite to recompute)" for p in outputs))
+        launch = launch_options(args, parser)
+        models, datasets = list(dict.fromkeys(args.model)), list(dict.fromkeys(args.dataset))
+        if len(datasets) > 1 and (args.images or args.captions or args.classes or args.templates):
+            raise UsageError("--images / --captions / --classes / --templates locate one dataset: give one --d "
+                             "per command (several --d find coco and nocaps through COCO_ROOT and NOCAPS_ROOT)")
+        if len(models) > 1 and args.weights:
+            raise UsageError("--weights holds one model's weights: give one --m with it")
+        requests = [(EmbedOptions.from_args(args, d), m) for d in datasets for m in models]
+        for opts, model in requests:  # every name and flag before anything is loaded
+            check_model(opts, model)
+        todo = []
+        for opts, model in requests:
+            outputs = output_files(opts, model)
+            if not args.list_layers and outputs and all(p.exists() for p in outputs) and not args.overwrite:
+                print("\n".join(f"{p} exists, skipped (--overwrite to recompute)" for p in outputs))
+            else:
+                todo.append((opts, model))
+        if launch:
+            return _launch(todo, launch, args)
+        if not todo:
             return 0
         rank, world, device = _distributed(args.device, args.gpu)
         try:
-            with quiet_output(args.quiet):  # pycocotools prints while it reads the captions
-                dataset = load_dataset(args.dataset, args.images, args.captions, args.skip_missing,
-                                       classes=args.classes, templates=args.templates)
-            classes = isinstance(dataset, ClassesDataset)
-            if classes and taps_of(layers) and "text" in spec.modalities:
-                raise UsageError("layer taps of a text model on a classification dataset are not supported: "
-                                 "its rows are prompt ensembles of the final embeddings")
-            with quiet_output(args.quiet):  # weights loading prints and draws progress bars
-                encoder = load_encoder(base, device, args.weights)
-            taps = taps_of(layers)
-            encoder.check_layers(taps)  # before any extraction: a typo costs nothing
-            if args.list_layers or taps:
-                with torch.inference_mode():
-                    traces = {m: encoder.trace(m, _one_input(encoder, dataset, m)) for m in encoder.modalities}
-            if args.list_layers:
-                for modality, shapes in traces.items():
-                    print(f"# {base} {modality}: module path, output shape for one input")
-                    for p, shape in shapes.items():
-                        print(f"{p}\t{'not run' if shape is None else shape}")
-                return 0
-            # which layers each modality runs (CLIP's vision layers are not run for text)
-            runs = {m: [l for l in layers if l == FINAL or isinstance(traces[m].get(l), tuple)]
-                    for m in encoder.modalities}
-            unrun = [l for l in taps if not any(l in v for v in runs.values())]
-            if unrun:
-                raise UsageError(f"{base}: layer(s) {', '.join(unrun)} give no tensor when it computes its rows "
-                                 f"(see --list-layers)")
-            written = []
-            # rank 0 holds a lock beside each output: a second extraction of it is refused, so neither can
-            # discard or delete the other's chunks
-            with output_lock(outputs) if rank == 0 else contextlib.nullcontext():
-                for modality, its_layers in runs.items():
-                    todo = {}
-                    for layer in its_layers:
-                        if path(layer, modality).exists() and not args.overwrite:
-                            print(f"{path(layer, modality)} exists, skipped (--overwrite to recompute)")
-                        else:
-                            todo[layer] = path(layer, modality)
-                    if not todo:
-                        continue
-                    batch_size = resolve_batch_size(args.batch_size, device, modality)
-                    if classes and modality == "text":  # one row per class: the mean over the prompt templates
-                        rows = {FINAL: extract_class_texts(encoder, dataset, batch_size, args.precision,
-                                                           progress=not args.quiet and rank == 0)}
-                    else:
-                        rows = extract_layers(encoder, dataset, modality, todo, batch_size, args.num_workers,
-                                              args.precision, args.chunk_size, rank, world,
-                                              progress=not args.quiet, fresh=args.overwrite)
-                    if rank != 0:
-                        continue
-                    for layer, out in todo.items():
-                        fields = dict(
-                            model=base.at(layer).text, base=base.base, layer=layer,
-                            init="random (torch.manual_seed(0))" if base.random else "pretrained",
-                            family=spec.family, hub_id=spec.hub_id, revision=spec.revision,
-                            weights=None if base.random and args.weights is None else str(encoder.source),
-                            pooling=spec.pooling if layer == FINAL else
-                            f"output of module {layer}: mean over spatial positions or (non-padding) tokens"
-                            + (", then over an image's captions" if modality == "text" else ""),
-                            modality=modality, dataset=args.dataset, images=str(dataset.image_dir),
-                            captions=None if dataset.captions_file is None else str(dataset.captions_file),
-                            image_ids=list(dataset.ids), dropped={str(k): v for k, v in dataset.dropped.items()},
-                            precision=args.precision, batch_size=batch_size, versions=_versions(),
-                            created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-                        if classes:
-                            fields.update(dataset.sidecar_fields(modality))
-                        save_embeddings(rows[layer], out, Sidecar(**fields))
-                        remove_partial(out)
-                        written.append(f"wrote {out} ({rows[layer].shape[0]} x {rows[layer].shape[1]})")
-            if rank == 0:
-                print("\n".join(written))
-                if dataset.dropped:
-                    print(f"dropped {len(dataset.dropped)} image(s), listed in the sidecar: "
-                          + json.dumps(dict(list(dataset.dropped.items())[:3]), default=str))
+            for opts, model in todo:
+                lines = extract_model(opts, model, device, rank, world)
+                if rank == 0 and lines:
+                    print("\n".join(lines), flush=True)
         finally:
             if world > 1 and dist.is_initialized():
                 dist.destroy_process_group()
         return 0
 
-    return run_main(build_parser(), argv, body)
+    return run_main(parser, argv, body)
+
+
+def _launch(todo, launch_opts, args):
+    """--launcher: one job per model and dataset whose files are missing, after every dataset was read and
+    checked here; then what each job wrote, and one line per failed job."""
+    from src import launch
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("--launcher submits jobs: start it with python, not torchrun")
+    if args.list_layers:
+        raise UsageError("--list-layers prints here: drop --launcher")
+    if launch_opts.launcher == "slurm":
+        if args.device != "auto":
+            check_device_name(args.device)
+    else:
+        resolve_device(args.device, args.gpu)
+    if not todo:
+        print("nothing to run: every file exists")
+        return 0
+    for opts in dict.fromkeys(opts for opts, _ in todo):
+        dataset = open_dataset(opts)  # images listed, captions read: a wrong path fails here, not in a job
+        for model in [m for o, m in todo if o == opts]:
+            check_with_dataset(opts, model, dataset)
+
+    def writes(opts, model):
+        files = output_files(opts, model)
+        return ", ".join(map(str, files)) if files else f"{opts.data_dir}/ (the modalities the model has)"
+    specs = [launch.JobSpec(f"{model} on {opts.dataset}", writes(opts, model), launch.embed_job, (opts, model))
+             for opts, model in todo]
+    outcome = launch.launch(specs, launch_opts, "get_embeds", "the same command again skips the files written "
+                                                              "and runs only what is missing")
+    for _, lines in outcome.results:
+        if lines:
+            print("\n".join(lines))
+    return launch.print_failures(outcome, len(specs))
 
 
 if __name__ == "__main__":

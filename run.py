@@ -7,6 +7,7 @@ Several methods and models in one process (their cross product, each with its ow
     python run.py --m relative qap --vid_model efficientnet_lite0 efficientnet_lite1 --text_model minilm mpnet ...
 Any two sides, e.g. cross-lingual:  python run.py --source mpnet:text --target use:text:de --base_data flickr1k ...
 Class names against images:  python run.py --task classes --b 20 --base_data caltech101 --query_data caltech101 ...
+A sweep as cluster jobs, one per pair (resumable):  python run.py ... --launcher slurm --slurm-gpus 1
 ``python run.py --demo`` draws Figure 1 in small from the bundled embeddings; ``--demo depth`` across depth.
 """
 import itertools
@@ -14,10 +15,19 @@ import os
 import shlex
 import sys
 
-from src.cli import ArgumentParser, DataError, UsageError, add_device_args, resolve_device, run_main
+from src.cli import (
+    ArgumentParser,
+    DataError,
+    UsageError,
+    add_device_args,
+    check_device_name,
+    resolve_device,
+    run_main,
+)
 from src.config import Config
 from src.experiment import check_output_files, prepare, run_group, write_outputs
 from src.files import TABLE_NAME
+from src.launch import add_launch_args, launch_options
 from src.methods import METHODS
 from src.metrics import METRICS
 from src.names import check_path_part, parse_side
@@ -98,6 +108,10 @@ def build_parser():
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
     p.add_argument("--demo", nargs="?", const="figure1", choices=tuple(DEMOS), default=None,
                    help="the bundled flickr1k demo: figure1 (6 model pairs) or depth (Lite0 across depth)")
+    add_launch_args(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="--launcher: also run the configurations whose results exist (without --launcher every "
+                        "configuration is computed, as always)")
     seen = set()
     for name, method in METHODS.items():  # each method adds its own options' flags
         method.add_arguments(p, name, seen)
@@ -136,6 +150,11 @@ def check_flags(args, parser):
         except UsageError:
             raise UsageError(f"--figure {args.figure!r}: give a file name; the figure goes into "
                              f"--results-dir") from None
+    if args.report and args.launcher:
+        raise UsageError("--report reads the CSVs already in --results-dir and runs nothing: drop --launcher")
+    if args.overwrite and not args.launcher:
+        raise UsageError("--overwrite: a run without --launcher computes every configuration anyway (a "
+                         "--launcher run skips those with results); drop it, or add --launcher")
 
 
 def configs_from_args(args):
@@ -186,6 +205,7 @@ def main(argv=None):
 
     def body(args):
         check_flags(args, parser)
+        launch = launch_options(args, parser)
         if args.report:
             from src import report  # matplotlib only when a report is made
             check_output_files([os.path.join(args.results_dir, n) for n in (TABLE_NAME, args.figure or "figure1.png")])
@@ -197,6 +217,8 @@ def main(argv=None):
             print(f"{text}\n\nwrote {table_path}\nwrote {figure_path}")
             return 0
         configs = configs_from_args(args)
+        if launch:
+            return sweep(args, configs, launch)
         device = resolve_device(args.device, args.gpu)
         try:
             groups = prepare(configs)  # every check before any computation or writing
@@ -205,9 +227,8 @@ def main(argv=None):
                 raise DataError(f"{e}. (With no flags run.py runs the paper's default models on COCO and "
                                 f"nocaps; to try it on the bundled embeddings: python run.py --demo)") from None
             raise
-        figure = args.figure or (DEMOS[args.demo]["figure"] if args.demo else "figure1.png")
         if len(groups) > 1:  # the report's files, too, before any computation
-            check_output_files([os.path.join(args.results_dir, n) for n in (TABLE_NAME, figure)])
+            check_output_files([os.path.join(args.results_dir, n) for n in (TABLE_NAME, figure_name(args))])
         avgs, written, done = [], [], []
         try:
             for group in groups:
@@ -223,7 +244,7 @@ def main(argv=None):
         from src import report
         if len(groups) > 1:
             table_path, figure_path, text = report.write_report(avgs, args.results_dir, x=args.x,
-                                                                figure_name=figure)
+                                                                figure_name=figure_name(args))
             print(text)
             written += [f"wrote {table_path}", f"wrote {figure_path}"]
         else:
@@ -244,6 +265,43 @@ def main(argv=None):
         return 0
 
     return run_main(parser, argv, body)
+
+
+def figure_name(args):
+    return args.figure or (DEMOS[args.demo]["figure"] if args.demo else "figure1.png")
+
+
+def sweep(args, configs, launch_opts):
+    """--launcher: a job per group of configurations without results (every input checked first); when the
+    jobs have ended, table.csv and the figure from every result in --results-dir, as --report makes them, and
+    one line per failed job. Exit 1 if a job failed."""
+    from src import launch, report
+    if launch_opts.launcher == "slurm":  # the jobs' nodes may have devices this one lacks
+        if args.device != "auto":
+            check_device_name(args.device)
+    else:  # the jobs run on this machine
+        resolve_device(args.device, args.gpu)
+    specs, skipped = launch.run_specs(configs, args.device, args.gpu, args.overwrite, progress=not args.quiet)
+    if skipped:
+        print(f"skipped {len(skipped)} of {len(configs)} configurations: their results are in {args.results_dir}/ "
+              f"(same configuration hash; --overwrite recomputes them)")
+    if not specs:
+        print("nothing to run: every configuration has its results")
+        outcome = launch.Outcome()
+    else:
+        collect = (f"`python run.py --report --results-dir {args.results_dir}` makes table.csv and the figure, "
+                   f"and this command again runs only what is missing")
+        outcome = launch.launch(specs, launch_opts, "run", collect)
+        if not outcome.waited:
+            return 0
+        ran = sum(len(written) for _, written in outcome.results)
+        print(f"{len(outcome.results)} of {len(specs)} job(s) done: {ran} configuration(s) written")
+    rows = report.read_results(args.results_dir) if os.path.isdir(args.results_dir) else []
+    if rows:
+        table_path, figure_path, text = report.write_report(rows, args.results_dir, x=args.x,
+                                                            figure_name=figure_name(args))
+        print(f"\n{text}\n\nwrote {table_path}\nwrote {figure_path}")
+    return launch.print_failures(outcome, len(specs))
 
 
 if __name__ == "__main__":

@@ -150,12 +150,18 @@ def resolve_device(device="auto", gpu=None):
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {device!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
+    dev = check_device_name(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"--device {device}: MPS is not available here; use --device cpu or auto")
     return dev
+
+
+def check_device_name(device):
+    """torch.device of a --device value other than auto (UsageError when it names no device), without asking
+    whether this machine has it: a SLURM job's node may have a GPU that the submitting node lacks."""
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r} is not a device: use auto, cpu, cuda, cuda:N or mps")

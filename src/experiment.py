@@ -119,10 +119,8 @@ def prepare(configs):
         cfg.check()
     check_output_dirs(*{d for c in configs for d in (c.results_dir, c.seedwise_dir)})
     check_output_files(p for c in configs for p in c.output_paths().values())
-    caches, groups = {}, {}
-    for cfg in configs:
-        groups.setdefault(cfg.group_key(), Group([])).configs.append(cfg)
-    for group in groups.values():
+    caches, groups = {}, [Group(g) for g in group_configs(configs)]
+    for group in groups:
         cfg = group.first
         load = caches.setdefault(cfg.data_dir, SideCache(cfg.data_dir))
         group.state = TASKS[cfg.task].prepare(cfg, load)
@@ -132,6 +130,15 @@ def prepare(configs):
             raise DataError(f"--m {same_space[0]} compares the two spaces directly, but {cfg.source} gives "
                             f"{d_source} dimensions and {cfg.target} {d_target}; use it with one shared space "
                             f"(e.g. --vid_model clip --text_model clip) or another method")
+    return groups
+
+
+def group_configs(configs):
+    """The configurations in groups that share loaded sides, draws and metrics (``Config.group_key()``), in
+    the order they first appear."""
+    groups = {}
+    for cfg in configs:
+        groups.setdefault(cfg.group_key(), []).append(cfg)
     return list(groups.values())
 
 
@@ -312,6 +319,35 @@ def append_summary(path, row, columns=None):
             return True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def run_and_write(groups, device, progress=True):
+    """Every prepared group's seeds and methods; each configuration's CSVs written as its group ends.
+    Returns [(cfg, averaged row, its paths)] in the order written."""
+    out = []
+    for group in groups:
+        for cfg, rows, avg in run_group(group, device, progress=progress):
+            out.append((cfg, avg, write_outputs(cfg, rows, avg)))
+    return out
+
+
+def finished(cfg: Config):
+    """Whether a configuration has its results: ``results/<name>.csv`` (the name ends in the run key) is a
+    CSV of one row whose ``config`` column is ``cfg.key()``. Its seedwise CSV was written before it, and a
+    killed job never leaves a partial file (atomic writes), so such a file is a finished run."""
+    path = cfg.output_paths()["results"]
+    if not path.is_file():
+        return False
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        rows = []
+    if len(rows) == 1 and rows[0].get("config") == cfg.key():
+        return True
+    _logger.warning("%s is not the result of configuration %s (config column %r): it is recomputed", path,
+                    cfg.key(), rows[0].get("config") if len(rows) == 1 else None)
+    return False
 
 
 def write_outputs(cfg: Config, rows, avg):

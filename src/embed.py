@@ -1,0 +1,200 @@
+"""What get_embeds.py does for one model over one dataset, as a function of plain values.
+
+``EmbedOptions`` holds get_embeds.py's flags (one dataset); ``output_files`` names the files a model writes;
+``check_model`` refuses a model name before anything is loaded; ``extract_model`` loads the dataset and the
+encoder, runs every requested layer in one forward pass a batch and writes each file with its sidecar. The
+in-process path (one model after another, or torchrun ranks) and each job of ``--launcher`` call it alike.
+"""
+import contextlib
+import json
+import os
+import platform
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from typing import Optional
+
+import torch
+
+from .cli import quiet_output
+from .datasets import ClassesDataset, load_dataset, open_rgb
+from .encoders import check_model_name, get_spec, load_encoder
+from .errors import UsageError
+from .extraction import extract_class_texts, extract_layers, output_lock, remove_partial, resolve_batch_size
+from .files import Sidecar, save_embeddings, side_file
+from .names import FINAL, Side, check_path_part, parse_model
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """get_embeds.py's flags for one dataset (``--d``); the model is extract_model's argument."""
+    dataset: str = "coco"
+    images: Optional[str] = None
+    captions: Optional[str] = None
+    classes: Optional[str] = None
+    templates: Optional[str] = None
+    layers: Optional[tuple] = None
+    list_layers: bool = False
+    batch_size: object = "auto"
+    num_workers: object = "auto"
+    device: str = "auto"
+    gpu: Optional[int] = None
+    precision: str = "fp32"
+    data_dir: str = "data"
+    weights: Optional[str] = None
+    chunk_size: int = 512
+    skip_missing: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+
+    @classmethod
+    def from_args(cls, args, dataset):
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if f.name != "dataset"}
+        values["layers"] = tuple(values["layers"]) if values["layers"] else None
+        return cls(dataset=dataset, **values)
+
+
+def _plan(opts: EmbedOptions, model):
+    """(base model, layers in order, spec) of a request; UsageError for a name or layers that cannot work."""
+    name = parse_model(model)
+    check_path_part(opts.dataset, "--d (the dataset name)")  # the dataset name becomes part of file names
+    if os.path.exists(opts.data_dir) and not os.path.isdir(opts.data_dir):
+        raise UsageError(f"--data-dir {opts.data_dir} is a file, not a folder: pass the folder the embeddings go in")
+    if opts.layers and name.layer:
+        raise UsageError(f"--m {model} --layers: give the layer in the name or with --layers, not both")
+    layers = list(dict.fromkeys(opts.layers or [name.layer or FINAL]))
+    base = name.at(None)
+    return base, layers, get_spec(base.base)
+
+
+def check_model(opts: EmbedOptions, model):
+    """Every check of a model request that loads nothing (the name, its layers flag, random:, --weights)."""
+    _plan(opts, model)
+    check_model_name(model, opts.weights)
+
+
+def output_files(opts: EmbedOptions, model):
+    """The files a model writes: one per layer and modality of its spec."""
+    base, layers, spec = _plan(opts, model)
+    return [side_file(opts.data_dir, opts.dataset, Side(base.at(layer).text, m))
+            for layer in layers for m in spec.modalities]
+
+
+def _versions():
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("transformers", "timm", "sentence_transformers", "torchvision"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return out
+
+
+def taps_of(layers):
+    return [layer for layer in layers if layer != FINAL]
+
+
+def _one_input(encoder, dataset, modality):
+    """One image (preprocessed, on the device) or one caption (or class prompt) of the dataset, as a batch
+    of one."""
+    if modality == "img":
+        return encoder.prepare(encoder.transform(open_rgb(dataset.paths[0]))[None])
+    if isinstance(dataset, ClassesDataset):
+        return [dataset.prompts(0)[:1]]
+    return [dataset.captions[0][:1]]
+
+
+def open_dataset(opts: EmbedOptions):
+    """The dataset of opts, checked (its images listed, captions read)."""
+    with quiet_output(opts.quiet):  # pycocotools prints while it reads the captions
+        return load_dataset(opts.dataset, opts.images, opts.captions, opts.skip_missing, classes=opts.classes,
+                            templates=opts.templates)
+
+
+def check_with_dataset(opts: EmbedOptions, model, dataset):
+    """The checks of a model request that need the dataset read (but not the model loaded)."""
+    _, layers, spec = _plan(opts, model)
+    if isinstance(dataset, ClassesDataset) and taps_of(layers) and "text" in spec.modalities:
+        raise UsageError("layer taps of a text model on a classification dataset are not supported: "
+                         "its rows are prompt ensembles of the final embeddings")
+
+
+def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=None):
+    """Embeddings of ``model`` over ``opts.dataset``: every requested layer and modality, files that exist
+    skipped unless opts.overwrite. Returns the lines to print (what was written or skipped; --list-layers:
+    the module paths); ranks other than 0 write nothing and return []."""
+    base, layers, spec = _plan(opts, model)
+
+    def path(layer, modality):
+        return side_file(opts.data_dir, opts.dataset, Side(base.at(layer).text, modality))
+
+    dataset = dataset if dataset is not None else open_dataset(opts)
+    check_with_dataset(opts, model, dataset)
+    classes = isinstance(dataset, ClassesDataset)
+    with quiet_output(opts.quiet):  # weights loading prints and draws progress bars
+        encoder = load_encoder(base, device, opts.weights)
+    taps = taps_of(layers)
+    encoder.check_layers(taps)  # before any extraction: a typo costs nothing
+    if opts.list_layers or taps:
+        with torch.inference_mode():
+            traces = {m: encoder.trace(m, _one_input(encoder, dataset, m)) for m in encoder.modalities}
+    lines = []
+    if opts.list_layers:
+        for modality, shapes in traces.items():
+            lines.append(f"# {base} {modality}: module path, output shape for one input")
+            lines += [f"{p}\t{'not run' if shape is None else shape}" for p, shape in shapes.items()]
+        return lines
+    # which layers each modality runs (CLIP's vision layers are not run for text)
+    runs = {m: [l for l in layers if l == FINAL or isinstance(traces[m].get(l), tuple)]
+            for m in encoder.modalities}
+    unrun = [l for l in taps if not any(l in v for v in runs.values())]
+    if unrun:
+        raise UsageError(f"{base}: layer(s) {', '.join(unrun)} give no tensor when it computes its rows "
+                         f"(see --list-layers)")
+    outputs = [path(layer, m) for layer in layers for m in spec.modalities]
+    # rank 0 holds a lock beside each output: a second extraction of it is refused, so neither can discard or
+    # delete the other's chunks
+    with output_lock(outputs) if rank == 0 else contextlib.nullcontext():
+        for modality, its_layers in runs.items():
+            todo = {}
+            for layer in its_layers:
+                if path(layer, modality).exists() and not opts.overwrite:
+                    lines.append(f"{path(layer, modality)} exists, skipped (--overwrite to recompute)")
+                else:
+                    todo[layer] = path(layer, modality)
+            if not todo:
+                continue
+            batch_size = resolve_batch_size(opts.batch_size, device, modality)
+            if classes and modality == "text":  # one row per class: the mean over the prompt templates
+                rows = {FINAL: extract_class_texts(encoder, dataset, batch_size, opts.precision,
+                                                   progress=not opts.quiet and rank == 0)}
+            else:
+                rows = extract_layers(encoder, dataset, modality, todo, batch_size, opts.num_workers,
+                                      opts.precision, opts.chunk_size, rank, world, progress=not opts.quiet,
+                                      fresh=opts.overwrite)
+            if rank != 0:
+                continue
+            for layer, out in todo.items():
+                fields_ = dict(
+                    model=base.at(layer).text, base=base.base, layer=layer,
+                    init="random (torch.manual_seed(0))" if base.random else "pretrained",
+                    family=spec.family, hub_id=spec.hub_id, revision=spec.revision,
+                    weights=None if base.random and opts.weights is None else str(encoder.source),
+                    pooling=spec.pooling if layer == FINAL else
+                    f"output of module {layer}: mean over spatial positions or (non-padding) tokens"
+                    + (", then over an image's captions" if modality == "text" else ""),
+                    modality=modality, dataset=opts.dataset, images=str(dataset.image_dir),
+                    captions=None if dataset.captions_file is None else str(dataset.captions_file),
+                    image_ids=list(dataset.ids), dropped={str(k): v for k, v in dataset.dropped.items()},
+                    precision=opts.precision, batch_size=batch_size, versions=_versions(),
+                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                if classes:
+                    fields_.update(dataset.sidecar_fields(modality))
+                save_embeddings(rows[layer], out, Sidecar(**fields_))
+                remove_partial(out)
+                lines.append(f"wrote {out} ({rows[layer].shape[0]} x {rows[layer].shape[1]})")
+    if rank != 0:
+        return []
+    if dataset.dropped:
+        lines.append(f"dropped {len(dataset.dropped)} image(s), listed in the sidecar: "
+                     + json.dumps(dict(list(dataset.dropped.items())[:3]), default=str))
+    return lines
