@@ -8,6 +8,7 @@ Classification (ImageFolder):   python get_embeds.py --m minilm --d NAME --image
 (one image row per image, one text row per class: the mean over the templates of the normalised prompts)
 Layer taps, one forward pass:   python get_embeds.py --m efficientnet_lite0 --layers _blocks.4 _blocks.8 final
 Which layers there are:         python get_embeds.py --m efficientnet_lite0 --list-layers
+open_clip models:               python get_embeds.py --m openclip:ViT-B-32/laion2b_s34b_b79k --d coco
 """
 import json
 import os
@@ -26,18 +27,23 @@ from src.encoders import REGISTRY, get_spec, load_encoder
 from src.extraction import (AUTO_BATCH_DEFAULT, PRECISIONS, extract_class_texts, extract_layers, remove_partial,
                             resolve_batch_size)
 from src.names import FINAL, Side, parse_model
+from src.openclip import POOLING as OPENCLIP_POOLING
 
 
 def build_parser():
     names = "\n".join(f"  {n}: {s.pooling}" for n, s in REGISTRY.items())
     p = ArgumentParser(prog="get_embeds.py", description=__doc__.split("\n")[0],
                        epilog=f"models:\n{names}\n  hf:<repo>, timm:<name>, st:<name>, clip:<repo>: any hub model\n"
+                              f"  openclip:ARCH/TAG (open_clip.list_pretrained()), openclip:ARCH/FILE (a local "
+                              f"checkpoint; an absolute path is ARCH//path), openclip:ARCH with --weights FILE, "
+                              f"openclip:hf-hub:ORG/NAME: {OPENCLIP_POOLING}\n"
                               f"  random:MODEL: MODEL's architecture and preprocessing, weights initialised after "
                               f"torch.manual_seed(0)\n"
                               f"  MODEL@LAYER: the spatial / token mean of a module's output (see --list-layers)")
     p.add_argument("--m", "--model", "--model_name", dest="model", default="dinov2", metavar="MODEL",
                    help="[random:]NAME[@LAYER]: NAME a registry name (listed below) or hf:<repo>, timm:<name>, "
-                        "st:<name>, clip:<repo>; LAYER a module path as --list-layers prints it")
+                        "st:<name>, clip:<repo>, openclip:ARCH/TAG, openclip:hf-hub:ORG/NAME; LAYER a module path "
+                        "as --list-layers prints it")
     p.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
                    help="several layers from one forward pass, one file each ('final': the model's usual row, "
                         "the plain MODEL file)")
@@ -139,9 +145,10 @@ def main(argv=None):
                 dataset = load_dataset(args.dataset, args.images, args.captions, args.skip_missing,
                                        classes=args.classes, templates=args.templates)
             classes = isinstance(dataset, ClassesDataset)
-            if classes and taps_of(layers) and "text" in spec.modalities:
-                raise UsageError("layer taps of a text model on a classification dataset are not supported: "
-                                 "its rows are prompt ensembles of the final embeddings")
+            no_text_taps = UsageError("layer taps of a text model on a classification dataset are not supported: "
+                                      "its rows are means over class texts of the final embeddings")
+            if classes and taps_of(layers) and spec.modalities == ("text",):
+                raise no_text_taps
             with quiet_output(args.quiet):  # weights loading prints and draws progress bars
                 encoder = load_encoder(base, device, args.weights)
             taps = taps_of(layers)
@@ -162,6 +169,8 @@ def main(argv=None):
             if unrun:
                 raise UsageError(f"{base}: layer(s) {', '.join(unrun)} give no tensor when it computes its rows "
                                  f"(see --list-layers)")
+            if classes and taps_of(runs.get("text", [])):
+                raise no_text_taps
             written = []
             for modality, its_layers in runs.items():
                 todo = {}

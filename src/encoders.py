@@ -10,6 +10,8 @@ attention mask N x T or None)`` and get from the base class ``encode_texts(texts
 text) and ``encode_captions(list of caption lists) -> B x D``, the mean over each image's captions of
 ``encode_texts``, as the paper.
 
+open_clip models (``openclip:``) are the family in ``src/openclip.py``, registered at the end of this file.
+
 Layer taps (``MODEL@LAYER``): LAYER is a path of ``encoder.tap_root().named_modules()`` (``self.model`` in
 every family). ``Encoder.encode(modality, batch, layers)`` runs the family's usual forward pass once with
 forward hooks on the tapped modules and returns ``{layer: B x D}``: a module's output (its first element
@@ -117,12 +119,18 @@ _SPECS = [
 ]
 REGISTRY = {s.name: s for s in _SPECS}
 PREFIXES = {"hf:": "hf", "timm:": "timm", "st:": "st", "clip:": "clip"}
+# families in their own modules: id prefix -> function(name) -> EncoderSpec (it checks the name, no download)
+SPEC_BUILDERS = {}
 
 
 def get_spec(name):
-    """The spec of a registry name or a generic id (hf:<repo>, timm:<name>, st:<name>, clip:<repo>)."""
+    """The spec of a registry name or a generic id (hf:<repo>, timm:<name>, st:<name>, clip:<repo>,
+    openclip:ARCH/PRETRAINED, openclip:hf-hub:ORG/NAME)."""
     if name in REGISTRY:
         return REGISTRY[name]
+    for prefix, build in SPEC_BUILDERS.items():
+        if name.startswith(prefix):
+            return build(name)
     for prefix, family in PREFIXES.items():
         if name.startswith(prefix) and len(name) > len(prefix):
             ident = name[len(prefix):]
@@ -135,7 +143,7 @@ def get_spec(name):
                 return EncoderSpec(name, "st", ident, ("text",), "mean of the sentence embeddings of an image's captions")
             return EncoderSpec(name, "clip", ident, ("img", "text"), REGISTRY["clip"].pooling)
     raise UsageError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}; or hf:<repo>, timm:<name>, "
-                     f"st:<name>, clip:<repo>")
+                     f"st:<name>, clip:<repo>, openclip:ARCH/PRETRAINED, openclip:hf-hub:ORG/NAME")
 
 
 
@@ -595,7 +603,7 @@ FAMILIES = {
     "hf_image": HFImageEncoder, "detr": DetrEncoder, "sam": SamEncoder, "dpt": DptEncoder,
     "clip": ClipEncoder, "hf_auto": HFAutoEncoder, "st": SentenceTransformerEncoder, "timm": TimmEncoder,
     "efficientnet_lite": EfficientNetLiteEncoder, "use": UseEncoder, "pixels": PixelsEncoder,
-}
+}  # + the families in their own modules, which add themselves here and to SPEC_BUILDERS (end of this file)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -689,3 +697,8 @@ def load_encoder(name, device="cpu", weights=None):
     encoder = family(spec, source, torch.device(device), model.random)
     encoder.check_layers([model.layer])
     return encoder
+
+
+# Families in their own modules subclass Encoder, so they are imported once it is defined; each adds its
+# FAMILIES entry and its SPEC_BUILDERS prefix (one line each, at the end of its module).
+from . import openclip  # noqa: F401
