@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import CALTECH, NO_DATA
 from PIL import Image
 
 import get_embeds
 import run
-from conftest import CALTECH, NO_DATA
 from src.datasets import load_dataset, read_descriptions
 from src.encoders import load_encoder
 from src.extraction import extract_class_texts

@@ -11,13 +11,13 @@ from pathlib import Path
 import open_clip
 import pandas as pd
 import pytest
+import tiny_models as tm
 import torch
 import torch.nn.functional as F
 
 import cluster
 import get_embeds
 import run
-import tiny_models as tm
 from src.datasets import open_rgb
 from src.names import file_tag
 
@@ -31,8 +31,8 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("openclip")
     img_dir, cap = tm.tiny_dataset(root / "ds", n=N)
     ckpt = tm.openclip_checkpoint(root / "ckpt.pt", seed=1)  # seed 1: random: (seed 0) differs from it
-    return dict(root=root, img_dir=img_dir, cap=cap, ckpt=ckpt, data=root / "data",
-                captions=json.loads(cap.read_text()))
+    return {"root": root, "img_dir": img_dir, "cap": cap, "ckpt": ckpt, "data": root / "data",
+            "captions": json.loads(cap.read_text())}
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_weights_flag_and_absolute_path_give_the_same_rows(at_root, tmp_path):
     absolute = f"openclip:{ARCH}/{w['ckpt']}"            # ARCH//abs/path
     assert absolute.startswith(f"openclip:{ARCH}//")
     assert embeds(w, absolute, data=tmp_path / "b") == 0
-    ref_img, ref_txt, *_ = reference(w)
+    ref_img, *_ = reference(w)
     a_img, side = load(w, f"tiny_openclip~{ARCH}_img", tmp_path / "a")
     b_img, _ = load(w, f"tiny_{file_tag(absolute)}_img", tmp_path / "b")
     assert torch.allclose(a_img, ref_img, atol=1e-5) and torch.allclose(b_img, ref_img, atol=1e-5)
@@ -123,7 +123,7 @@ def test_random_init_reads_no_weights(at_root, tmp_path):
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms(ARCH)
     model.eval()
-    first = sorted(w["captions"]["images"], key=lambda im: im["id"])[0]
+    first = min(w["captions"]["images"], key=lambda im: im["id"])
     with torch.no_grad():
         expected = model.encode_image(preprocess(open_rgb(w["img_dir"] / first["file_name"]))[None])[0]
     assert torch.allclose(img[0], expected, atol=1e-5)

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import tiny_models as tm
 import torch
+from conftest import CALTECH, NO_DATA
 from PIL import Image
 
 import get_embeds
 import run
-import tiny_models as tm
-from conftest import CALTECH, NO_DATA
 from src.datasets import open_rgb
 from src.encoders import load_encoder
 from src.tvdatasets import parse_tv_name
@@ -46,9 +46,9 @@ def caltech(tmp_path_factory):
     names = json.loads((CALTECH / "classes.json").read_text())
     classes = root / "classes.json"
     classes.write_text(json.dumps({c: names[c] for c in KEEP}))
-    return dict(root=root, tvroot=root / "tvroot", files=files, labels=labels, classes=classes,
-                names=[names[c] for c in sorted(KEEP)], dino=tm.dinov2(root / "dino"),
-                st=tm.sentence_transformer(root / "st"))
+    return {"root": root, "tvroot": root / "tvroot", "files": files, "labels": labels, "classes": classes,
+            "names": [names[c] for c in sorted(KEEP)], "dino": tm.dinov2(root / "dino"),
+            "st": tm.sentence_transformer(root / "st")}
 
 
 def embeds(world, model, weights, *extra, data="data"):
@@ -136,11 +136,11 @@ class NoNames(_Fake):
 
 
 class IdNames(_Fake):
-    classes = ["n01440764", "n01443537"]
+    classes = ("n01440764", "n01443537")
 
 
 class GoodNames(_Fake):
-    classes = ["sea_lion", "dog"]
+    classes = ("sea_lion", "dog")
 
 
 @pytest.fixture
