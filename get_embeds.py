@@ -6,6 +6,10 @@ Any COCO-format captions file:  python get_embeds.py --m minilm --d NAME --image
 Several GPUs:                   torchrun --nproc_per_node 4 get_embeds.py --m dinov2 --d coco
 Classification (ImageFolder):   python get_embeds.py --m minilm --d NAME --images ROOT [--classes FILE]
 (one image row per image, one text row per class: the mean over the templates of the normalised prompts)
+torchvision's datasets:         python get_embeds.py --m minilm --d tv:CIFAR100 --split test --images ROOT
+Class descriptions (EX2):       python get_embeds.py --m minilm --d NAME-informative --images ROOT --descriptions FILE
+(a class row is the mean of its normalised description embeddings; run.py reads it as minilm:text:informative)
+open_clip models:               python get_embeds.py --m openclip:ViT-B-32/laion2b_s34b_b79k --d coco
 Layer taps, one forward pass:   python get_embeds.py --m efficientnet_lite0 --layers _blocks.4 _blocks.8 final
 Which layers there are:         python get_embeds.py --m efficientnet_lite0 --list-layers
 Several models, a cluster job each: python get_embeds.py --m dinov2 clip allroberta --d coco nocaps --launcher slurm
@@ -38,19 +42,32 @@ from src.embed import (
 from src.encoders import REGISTRY
 from src.extraction import AUTO_BATCH_DEFAULT, PRECISIONS
 from src.launch import add_launch_args, launch_options
+from src.openclip import POOLING as OPENCLIP_POOLING
+from src.tvdatasets import ROOT_VAR as TV_ROOT_VAR
 
 
 def build_parser():
     names = "\n".join(f"  {n}: {s.pooling}" for n, s in REGISTRY.items())
     p = ArgumentParser(prog="get_embeds.py", description=__doc__.split("\n")[0],
                        epilog=f"models:\n{names}\n  hf:<repo>, timm:<name>, st:<name>, clip:<repo>: any hub model\n"
+                              f"  openclip:ARCH/TAG (open_clip.list_pretrained()), openclip:ARCH/FILE (a local "
+                              f"checkpoint; an absolute path is ARCH//path), openclip:ARCH with --weights FILE, "
+                              f"openclip:hf-hub:ORG/NAME: {OPENCLIP_POOLING}\n"
                               f"  random:MODEL: MODEL's architecture and preprocessing, weights initialised after "
                               f"torch.manual_seed(0)\n"
-                              f"  MODEL@LAYER: the spatial / token mean of a module's output (see --list-layers)")
+                              f"  MODEL@LAYER: the spatial / token mean of a module's output (see --list-layers)\n"
+                              f"datasets:\n"
+                              f"  coco, nocaps, NAME --images DIR --captions FILE: captions (COCO format)\n"
+                              f"  NAME --images ROOT: an ImageFolder tree, a class a sub-folder\n"
+                              f"  tv:NAME[:SPLIT]: a torchvision.datasets class (tv:CIFAR100, tv:Caltech101, "
+                              f"tv:Food101, ...) under --images ROOT or ${TV_ROOT_VAR}; files and run.py name it "
+                              f"tv:NAME:SPLIT when --split is given\n"
+                              f"  DATA-VARIANT: DATA with other class texts (--descriptions), read by run.py as "
+                              f"the side MODEL:text:VARIANT against --base_data DATA")
     p.add_argument("--m", "--model", "--model_name", dest="model", nargs="+", default=["dinov2"], metavar="MODEL",
                    help="[random:]NAME[@LAYER], one or more (one after another; with --launcher a job each): NAME a "
-                        "registry name (listed below) or hf:<repo>, timm:<name>, st:<name>, clip:<repo>; LAYER a "
-                        "module path as --list-layers prints it")
+                        "registry name (listed below) or hf:<repo>, timm:<name>, st:<name>, clip:<repo>, "
+                        "openclip:ARCH/TAG, openclip:hf-hub:ORG/NAME; LAYER a module path as --list-layers prints it")
     p.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
                    help="several layers from one forward pass, one file each ('final': the model's usual row, "
                         "the plain MODEL file)")
@@ -58,9 +75,11 @@ def build_parser():
                    help="print every module path with its output shape for one input of the dataset, then exit")
     p.add_argument("--d", "--dataset", dest="dataset", nargs="+", default=["coco"], metavar="DATASET",
                    help="coco, nocaps, or any name with --images and --captions (captions dataset) or with "
-                        "--images ROOT alone (classification dataset: an ImageFolder root, a class a sub-folder); "
-                        "several: coco nocaps (found through COCO_ROOT, NOCAPS_ROOT)")
-    p.add_argument("--images", default=None, help="images folder (coco: $COCO_ROOT/val2017), or an ImageFolder root")
+                        "--images ROOT alone (classification dataset: an ImageFolder root, a class a sub-folder), "
+                        "or tv:NAME (a torchvision classification dataset); several: coco nocaps (found through "
+                        "COCO_ROOT, NOCAPS_ROOT)")
+    p.add_argument("--images", default=None, help="images folder (coco: $COCO_ROOT/val2017), an ImageFolder root, "
+                                                  f"or a tv: dataset's root (default: ${TV_ROOT_VAR})")
     p.add_argument("--captions", default=None, help="COCO-format captions json (coco: $COCO_ROOT/annotations/"
                                                     "captions_val2017.json)")
     p.add_argument("--classes", default=None,
@@ -69,6 +88,16 @@ def build_parser():
     p.add_argument("--templates", default=None,
                    help="classification: prompt templates with {} for the class name, a json list or a text file "
                         "one a line (None: CLIP's 7-template ensemble, DEFAULT_TEMPLATES in src/datasets.py)")
+    p.add_argument("--descriptions", default=None, metavar="FILE.json",
+                   help="classification: class texts from a json {class name: [sentence, ...]} keyed by the class "
+                        "names the sidecar records; a class row is the mean of its L2-normalised description "
+                        "embeddings, each embedded as written (not with --templates). Give the rows their own "
+                        "dataset name (--d DATA-VARIANT)")
+    p.add_argument("--split", default=None,
+                   help="tv: datasets: the split (torchvision's split argument, or train / test for its train "
+                        "argument; None: the class's default, recorded in the sidecar)")
+    p.add_argument("--download", action="store_true",
+                   help="tv: datasets: let torchvision download the dataset into the root when it is not there")
     p.add_argument("-b", "--batch-size", type=batch_size_arg, default="auto",
                    help=f"images a batch (for text: the captions of that many images, or that many class "
                         f"prompts); auto: images 1 a batch on the CPU (faster there than batches), "
@@ -111,8 +140,10 @@ def main(argv=None):
     def body(args):
         launch = launch_options(args, parser)
         models, datasets = list(dict.fromkeys(args.model)), list(dict.fromkeys(args.dataset))
-        if len(datasets) > 1 and (args.images or args.captions or args.classes or args.templates):
-            raise UsageError("--images / --captions / --classes / --templates locate one dataset: give one --d "
+        if len(datasets) > 1 and (args.images or args.captions or args.classes or args.templates
+                                  or args.descriptions or args.split):
+            raise UsageError("--images / --captions / --classes / --templates / --descriptions / --split locate one "
+                             "dataset: give one --d "
                              "per command (several --d find coco and nocaps through COCO_ROOT and NOCAPS_ROOT)")
         if len(models) > 1 and args.weights:
             raise UsageError("--weights holds one model's weights: give one --m with it")
@@ -168,7 +199,7 @@ def _launch(todo, launch_opts, args):
     def writes(opts, model):
         files = output_files(opts, model)
         return ", ".join(map(str, files)) if files else f"{opts.data_dir}/ (the modalities the model has)"
-    specs = [launch.JobSpec(f"{model} on {opts.dataset}", writes(opts, model), launch.embed_job, (opts, model))
+    specs = [launch.JobSpec(f"{model} on {opts.name}", writes(opts, model), launch.embed_job, (opts, model))
              for opts, model in todo]
     outcome = launch.launch(specs, launch_opts, "get_embeds", "the same command again skips the files written "
                                                               "and runs only what is missing")

@@ -17,7 +17,7 @@ from .errors import UsageError
 from .files import run_paths
 from .methods import METHODS, get_method
 from .metrics import MAX_PERMUTATIONS
-from .names import Side, check_path_part, file_tag, parse_side
+from .names import Side, check_path_part, dataset_tag, file_tag, parse_side
 from .tasks import TASK_FLAGS, TASKS
 
 MAX_SEED = 2**32 - 1  # NumPy's legacy generator takes seeds in 0..2**32 - 1
@@ -130,7 +130,8 @@ class Config:
     def name(self):
         """A file name a reader recognises; the hash keeps two different configurations apart."""
         uses = TASKS[self.task].uses
-        parts = [self.base_data, self.query_data, self._side_part(self.source), self._side_part(self.target),
+        parts = [dataset_tag(self.base_data), dataset_tag(self.query_data), self._side_part(self.source),
+                 self._side_part(self.target),
                  self.method, f"b{self.base_samples}"]
         parts += [f"q{self.query_samples}"] if "query_samples" in uses else []
         parts += [f"c{self.clustering_mode}"] if "clustering_mode" in uses else []

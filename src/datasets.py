@@ -11,7 +11,12 @@ Locations come from flags or environment variables, never from constants:
 - any other name: --images DIR --captions FILE (a COCO captions json: images[] and annotations[]).
 
 Classification datasets (``ClassesDataset``, at the end): any name, --images ROOT of an ImageFolder tree
-and no --captions; optionally --classes FILE (json folder -> class name) and --templates FILE.
+and no --captions; optionally --classes FILE (json folder -> class name) and --templates FILE, or
+--descriptions FILE (json class name -> sentences); torchvision's datasets by name (``tv:NAME``) are
+read by ``src/tvdatasets.py`` into the same type.
+
+Every dataset type opens row i's image with ``open_image(i)`` (8-bit RGB PIL) and names it in messages
+with ``describe_image(i)``.
 """
 import contextlib
 import json
@@ -74,6 +79,12 @@ class CaptionsDataset:
     def __len__(self):
         return len(self.ids)
 
+    def open_image(self, i):
+        return open_rgb(self.paths[i])
+
+    def describe_image(self, i):
+        return str(self.paths[i])
+
 
 def _check_image(path, full):
     """None if the image can be used, else why not. full=True decodes it completely."""
@@ -88,7 +99,8 @@ def _check_image(path, full):
     return None
 
 
-def load_dataset(name, images=None, captions=None, skip_missing=False, classes=None, templates=None):
+def load_dataset(name, images=None, captions=None, skip_missing=False, classes=None, templates=None,
+                 descriptions=None):
     """Read a COCO-format captions file and check its images (or, without captions, an ImageFolder tree:
     see ``load_classes_dataset``).
 
@@ -99,8 +111,8 @@ def load_dataset(name, images=None, captions=None, skip_missing=False, classes=N
     DataError listing the image ids, with skip_missing it is left out (an image left with no caption is
     dropped). A caption that is not text (null, a number) is always a DataError.
     """
-    if is_classification(name, images, captions, classes, templates):
-        return load_classes_dataset(name, images, classes, templates, skip_missing)
+    if is_classification(name, images, captions, classes, templates, descriptions):
+        return load_classes_dataset(name, images, classes, templates, skip_missing, descriptions)
     image_dir, captions_file = resolve_locations(name, images, captions)
     try:
         from pycocotools.coco import COCO
@@ -165,21 +177,26 @@ def _check_caption_types(coco, captions_file):
 
 
 def open_rgb(path):
-    """The image as 8-bit RGB, for any mode PIL opens. convert("RGB") is right for L, LA, P, CMYK, RGBA, ...
+    """The image file as 8-bit RGB (``to_rgb``)."""
+    with Image.open(path) as im:
+        return to_rgb(im)
+
+
+def to_rgb(im):
+    """A PIL image as 8-bit RGB, for any mode PIL opens. convert("RGB") is right for L, LA, P, CMYK, RGBA, ...
     but clips 16-bit and 32-bit greyscale (I;16*, I) to 0..255, which turns most pixels white: those are
     scaled to 8 bits first (I;16*: always; I: when a value exceeds 255). Palette images with transparency go
     through RGBA (the same colours, without PIL's warning)."""
-    with Image.open(path) as im:
-        im.load()
-        if im.mode.startswith("I;16") or im.mode == "I":
-            import numpy as np
-            a = np.asarray(im).astype(np.float64)
-            if im.mode != "I" or a.max() > 255:
-                a = a / 257.0
-            return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8)).convert("RGB")
-        if im.mode in ("P", "PA") and "transparency" in im.info:
-            return im.convert("RGBA").convert("RGB")
-        return im.convert("RGB")
+    im.load()
+    if im.mode.startswith("I;16") or im.mode == "I":
+        import numpy as np
+        a = np.asarray(im).astype(np.float64)
+        if im.mode != "I" or a.max() > 255:
+            a = a / 257.0
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8)).convert("RGB")
+    if im.mode in ("P", "PA") and "transparency" in im.info:
+        return im.convert("RGBA").convert("RGB")
+    return im.convert("RGB")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -210,7 +227,8 @@ class ClassesDataset:
     Image rows: folders in sorted order (Python string order, as torchvision's ImageFolder), within a folder
     its image files sorted by their path relative to it (sub-folders included); ``ids`` are those paths
     relative to ROOT ("folder/file"), ``labels[i]`` the class index of row i. Text rows: one per class, in
-    the same order (``class_names[c]`` is what fills the templates' ``{}``).
+    the same order: the texts ``class_texts(c)``, class c's prompts (``class_names[c]`` fills the templates'
+    ``{}``) or, with descriptions, its sentences as written.
     """
     name: str
     image_dir: Path               # ROOT
@@ -223,28 +241,54 @@ class ClassesDataset:
     templates: list               # prompt templates, each with one "{}"
     templates_file: object = None  # Path, or None: DEFAULT_TEMPLATES
     dropped: dict = field(default_factory=dict)   # id -> reason, with --skip-missing
+    descriptions: object = None   # {class name: [sentence, ...]} (--descriptions), or None: templates
+    descriptions_file: object = None  # Path
+    descriptions_digest: object = None  # sha1 of the file's bytes
     captions_file = None          # not a captions dataset (read by code written for CaptionsDataset)
 
     def __len__(self):
         return len(self.ids)
 
+    def open_image(self, i):
+        return open_rgb(self.paths[i])
+
+    def describe_image(self, i):
+        return str(self.paths[i])
+
     def prompts(self, c):
         """The prompts of class c, one per template."""
         return [t.replace("{}", self.class_names[c]) for t in self.templates]
 
+    def class_texts(self, c):
+        """The texts whose normalised embeddings average to class c's text row: its descriptions as written,
+        or its prompts."""
+        if self.descriptions is not None:
+            return list(self.descriptions[self.class_names[c]])
+        return self.prompts(c)
+
     def sidecar_fields(self, modality):
         """What the embeddings sidecar (``files.Sidecar``) records beyond the model: classes in row / label
-        order, and for image rows their labels and ids, for text rows the templates (text rows are classes:
-        no ids)."""
-        out = {"task_data": "classes", "classes": list(self.class_names), "folders": list(self.folders),
+        order, and for image rows their labels and ids, for text rows the templates or the descriptions
+        file and its digest (text rows are classes: no ids)."""
+        out = {"task_data": "classes", "classes": list(self.class_names),
+               "folders": None if self.folders is None else list(self.folders),
                "classes_file": str(self.classes_file) if self.classes_file else None}
         if modality == "img":
             out.update(labels=list(self.labels), image_ids=list(self.ids))
         else:
-            out.update(templates=list(self.templates),
-                       templates_file=str(self.templates_file) if self.templates_file else None,
-                       image_ids=None)
+            out.update(class_text_source(self.templates, self.templates_file, self.descriptions_file,
+                                         self.descriptions_digest), image_ids=None)
         return out
+
+
+def class_text_source(templates, templates_file=None, descriptions_file=None, descriptions_digest=None):
+    """The sidecar fields that say where class text rows came from: the templates, or (then templates is
+    None) a descriptions file and its digest."""
+    if descriptions_digest is not None:
+        return {"templates": None, "templates_file": None, "descriptions_file": str(descriptions_file),
+                "descriptions_digest": descriptions_digest}
+    return {"templates": list(templates), "templates_file": str(templates_file) if templates_file else None,
+            "descriptions_file": None, "descriptions_digest": None}
 
 
 def _examples(items, k=3, key=None):
@@ -257,8 +301,10 @@ def class_folders(root):
     return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def read_class_names(classes_file, folders):
-    """Class names in folder order: from a json {folder: name}, else folder names with "_" -> " "."""
+def read_class_names(classes_file, folders, keys="folder"):
+    """Class names in folder order: from a json {folder: name}, else folder names with "_" -> " ".
+    ``keys`` says in messages what the json's keys are (``folder``: ImageFolder class folders; other values
+    name them as given, e.g. "torchvision class name")."""
     if classes_file is None:
         return [f.replace("_", " ") for f in folders]
     path = Path(classes_file)
@@ -266,26 +312,29 @@ def read_class_names(classes_file, folders):
         mapping = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise DataError(f"classes file {path} cannot be read ({type(e).__name__}: {e}); pass --classes a json "
-                        f"object mapping each class folder to its class name")
+                        f"object mapping each class {keys} to its class name")
     if not isinstance(mapping, dict) or not all(isinstance(v, str) and v.strip() for v in mapping.values()):
-        raise DataError(f"classes file {path} is not a json object mapping each class folder to a non-empty "
-                        f"class name, e.g. {{\"n01440764\": \"tench\"}}")
+        example = '{"n01440764": "tench"}' if keys == "folder" else f'{{"{folders[0]}": "..."}}'
+        raise DataError(f"classes file {path} is not a json object mapping each class {keys} to a non-empty "
+                        f"class name, e.g. {example}")
     no_entry = set(folders) - set(mapping)
     no_folder = set(mapping) - set(folders)
     if no_entry or no_folder:
         parts = []
         if no_entry:
-            parts.append(f"{len(no_entry)} folder(s) have no entry in it: {_examples(no_entry)}")
+            parts.append(f"{len(no_entry)} {keys}(s) have no entry in it: {_examples(no_entry)}")
         if no_folder:
-            parts.append(f"{len(no_folder)} class(es) in it have no folder: {_examples(no_folder)}")
-        raise DataError(f"classes file {path} does not match the class folders of the images root: "
-                        + "; ".join(parts) + ". Make the json's keys exactly the sub-folder names")
+            parts.append(f"{len(no_folder)} class(es) in it have no {keys}: {_examples(no_folder)}")
+        where = "the class folders of the images root" if keys == "folder" else f"the dataset's {keys}s"
+        fix = "the sub-folder names" if keys == "folder" else f"the {keys}s, e.g. {_examples(folders)}"
+        raise DataError(f"classes file {path} does not match {where}: " + "; ".join(parts)
+                        + f". Make the json's keys exactly {fix}")
     names = [mapping[f].strip() for f in folders]
     shared = {n: [f for f, m in zip(folders, names) if m == n] for n in names if names.count(n) > 1}
     if shared:  # e.g. ImageNet's two "crane"s: allowed, but their text rows are the same
         logging.getLogger(__name__).warning(
-            "classes file %s gives different folders the same name, so their text rows will be identical: %s",
-            path, "; ".join(f"{n!r}: {', '.join(fs)}" for n, fs in list(shared.items())[:3]))
+            "classes file %s gives different %ss the same name, so their text rows will be identical: %s",
+            path, keys, "; ".join(f"{n!r}: {', '.join(fs)}" for n, fs in list(shared.items())[:3]))
     return names
 
 
@@ -313,6 +362,39 @@ def read_templates(templates_file):
     return templates
 
 
+def read_descriptions(descriptions_file, class_names):
+    """``--descriptions FILE``: a json object {class name: [sentence, ...]} keyed by the class names (after
+    --classes), every class with at least one non-blank sentence and no key that is not a class. Returns
+    (the mapping, sha1 of the file's bytes). Sentences are kept as written (they are embedded that way)."""
+    from .files import file_digest
+    path = Path(descriptions_file)
+    fix = ("pass --descriptions a json object mapping each class name to a list of sentences, e.g. "
+           "{\"leopard\": [\"A leopard is a large wild cat.\", ...]}")
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"descriptions file {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); {fix}")
+    if not isinstance(mapping, dict) or not all(isinstance(v, list) and all(isinstance(t, str) for t in v)
+                                                for v in mapping.values()):
+        raise DataError(f"descriptions file {path} is not a json object of lists of strings; {fix}")
+    known = set(class_names)
+    unknown = set(mapping) - known
+    empty = {c for c in known if not any(t.strip() for t in mapping.get(c, []))}
+    blank = {c for c in known - empty if any(not t.strip() for t in mapping[c])}
+    if unknown or empty or blank:
+        parts = []
+        if unknown:
+            parts.append(f"{len(unknown)} key(s) are not classes of the dataset: {_examples(unknown)}")
+        if empty:
+            parts.append(f"{len(empty)} class(es) have no descriptions: {_examples(empty)}")
+        if blank:
+            parts.append(f"{len(blank)} class(es) have an empty sentence: {_examples(blank)}")
+        raise DataError(f"descriptions file {path}: " + "; ".join(parts) + f". Its keys must be exactly the "
+                        f"class names the sidecar records (after --classes), e.g. {_examples(known)}, each with "
+                        f"at least one sentence")
+    return {c: list(mapping[c]) for c in class_names}, file_digest(path)
+
+
 def _class_images(folder):
     """Image files under a class folder (recursively, hidden entries left out), sorted by relative path."""
     out = []
@@ -323,9 +405,11 @@ def _class_images(folder):
     return sorted(out)
 
 
-def load_classes_dataset(name, root, classes_file=None, templates_file=None, skip_missing=False):
-    """Read an ImageFolder tree and its class names and templates; check every image's header (with
-    skip_missing: decode it fully, and drop undecodable ones into ``dropped``, as for captions datasets)."""
+def load_classes_dataset(name, root, classes_file=None, templates_file=None, skip_missing=False,
+                         descriptions_file=None):
+    """Read an ImageFolder tree and its class names and templates (or descriptions); check every image's
+    header (with skip_missing: decode it fully, and drop undecodable ones into ``dropped``, as for captions
+    datasets)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"images folder {root} does not exist (--images)")
@@ -334,6 +418,7 @@ def load_classes_dataset(name, root, classes_file=None, templates_file=None, ski
         raise DataError(_NOT_IMAGEFOLDER.format(root=root))
     names = read_class_names(classes_file, folders)
     templates = read_templates(templates_file)
+    descriptions, digest = read_descriptions(descriptions_file, names) if descriptions_file else (None, None)
     ids, paths, labels, dropped = [], [], [], {}
     for c, folder in enumerate(folders):
         files = _class_images(root / folder)
@@ -358,7 +443,8 @@ def load_classes_dataset(name, root, classes_file=None, templates_file=None, ski
             raise DataError(f"class folder {root / folder}: none of its {len(files)} image(s) can be decoded "
                             f"(listed with --skip-missing); fix them or remove the folder")
     return ClassesDataset(name, root, Path(classes_file) if classes_file else None, folders, names, ids, paths,
-                          labels, templates, Path(templates_file) if templates_file else None, dropped)
+                          labels, templates, Path(templates_file) if templates_file else None, dropped,
+                          descriptions, Path(descriptions_file) if descriptions_file else None, digest)
 
 
 def has_class_folders(images):
@@ -371,23 +457,34 @@ _NOT_IMAGEFOLDER = ("images folder {root} has no sub-folders, so it is not the r
                     "root (ROOT/<class folder>/<images>)")
 
 
-def is_classification(name, images, captions, classes=None, templates=None):
+def check_class_text_flags(templates, descriptions):
+    """--templates and --descriptions exclude each other: a description is a whole sentence that already
+    names its class (it is embedded as written), so filling a template such as "a photo of a {}." with it
+    would make an ungrammatical prompt that no model was trained on."""
+    if templates is not None and descriptions is not None:
+        raise UsageError("--templates and --descriptions exclude each other: descriptions are embedded as written "
+                         "(whole sentences that name their class), not put into templates; drop one of them")
+
+
+def is_classification(name, images, captions, classes=None, templates=None, descriptions=None):
     """Which kind of dataset the flags name: True for an ImageFolder classification tree (no captions file,
     and an images folder with sub-folders), False for a COCO-format captions dataset. Raises for
     combinations that fit neither."""
+    check_class_text_flags(templates, descriptions)
+    class_flags = classes is not None or templates is not None or descriptions is not None
     if captions is not None:
-        if classes is not None or templates is not None:
-            raise UsageError("--classes and --templates are for a classification dataset (an ImageFolder "
-                             "--images root without --captions); drop them, or drop --captions")
+        if class_flags:
+            raise UsageError("--classes, --templates and --descriptions are for a classification dataset (an "
+                             "ImageFolder --images root without --captions); drop them, or drop --captions")
         return False
     if images is None:
-        if classes is not None or templates is not None:
-            raise UsageError("--classes and --templates need --images ROOT, an ImageFolder root "
-                             "(ROOT/<class folder>/<images>)")
+        if class_flags:
+            raise UsageError("--classes, --templates and --descriptions need --images ROOT, an ImageFolder root "
+                             "(ROOT/<class folder>/<images>), or --d tv:NAME")
         return False  # coco / nocaps located by their environment variable (or a message saying how)
     if has_class_folders(images):
         return True
-    if name in KNOWN and classes is None and templates is None:
+    if name in KNOWN and not class_flags:
         return False  # e.g. --images $COCO_ROOT/val2017 with the captions file from COCO_ROOT
     if not Path(images).is_dir():
         raise DataError(f"images folder {images} does not exist (--images)")

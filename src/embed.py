@@ -16,12 +16,14 @@ from typing import Optional
 import torch
 
 from .cli import quiet_output
-from .datasets import ClassesDataset, load_dataset, open_rgb
+from .datasets import ClassesDataset, class_text_source, load_dataset, read_templates
 from .encoders import check_model_name, get_spec, load_encoder
-from .errors import UsageError
+from .errors import DataError, UsageError
 from .extraction import extract_class_texts, extract_layers, output_lock, remove_partial, resolve_batch_size
-from .files import Sidecar, save_embeddings, side_file
+from .files import Sidecar, file_digest, read_sidecar, save_embeddings, side_file
 from .names import FINAL, Side, check_path_part, parse_model
+from .tvdatasets import ROOT_VAR as TV_ROOT_VAR
+from .tvdatasets import is_tv, load_tv_dataset, parse_tv_name
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class EmbedOptions:
     captions: Optional[str] = None
     classes: Optional[str] = None
     templates: Optional[str] = None
+    descriptions: Optional[str] = None
+    split: Optional[str] = None
+    download: bool = False
     layers: Optional[tuple] = None
     list_layers: bool = False
     batch_size: object = "auto"
@@ -52,11 +57,16 @@ class EmbedOptions:
         values["layers"] = tuple(values["layers"]) if values["layers"] else None
         return cls(dataset=dataset, **values)
 
+    @property
+    def name(self):
+        """The name files, sidecars and run.py use: --d as given, or a tv: name with --split folded in."""
+        return parse_tv_name(self.dataset, self.split).text if is_tv(self.dataset) else self.dataset
+
 
 def _plan(opts: EmbedOptions, model):
     """(base model, layers in order, spec) of a request; UsageError for a name or layers that cannot work."""
     name = parse_model(model)
-    check_path_part(opts.dataset, "--d (the dataset name)")  # the dataset name becomes part of file names
+    check_path_part(opts.name, "--d (the dataset name)")  # the dataset name becomes part of file names
     if os.path.exists(opts.data_dir) and not os.path.isdir(opts.data_dir):
         raise UsageError(f"--data-dir {opts.data_dir} is a file, not a folder: pass the folder the embeddings go in")
     if opts.layers and name.layer:
@@ -67,15 +77,44 @@ def _plan(opts: EmbedOptions, model):
 
 
 def check_model(opts: EmbedOptions, model):
-    """Every check of a model request that loads nothing (the name, its layers flag, random:, --weights)."""
+    """Every check of a model request that loads nothing (the name, its layers flag, random:, --weights, the
+    class texts of a class text file that exists)."""
     _plan(opts, model)
     check_model_name(model, opts.weights)
+    for path in output_files(opts, model):
+        if path.exists() and path.name.endswith("_text.pt"):
+            check_class_text_file(path, opts)
+
+
+def _describe_class_texts(source):
+    if source.get("descriptions_digest"):
+        return f"descriptions {source['descriptions_file']} (sha1 {source['descriptions_digest'][:12]})"
+    return f"templates {source['templates']}"
+
+
+def check_class_text_file(path, opts: EmbedOptions):
+    """A class text file that exists must hold rows from the class texts these flags ask for: otherwise
+    "exists, skipped" would pair templates rows with a descriptions run (or two description files)."""
+    side = read_sidecar(path)
+    if side is None or side.task_data != "classes" or opts.overwrite:
+        return
+    if opts.descriptions and not os.path.isfile(opts.descriptions):
+        return  # reading the dataset says so
+    want = class_text_source(None if opts.descriptions else read_templates(opts.templates), opts.templates,
+                             opts.descriptions, file_digest(opts.descriptions) if opts.descriptions else None)
+    have = {"templates": side.templates, "descriptions_file": side.descriptions_file,
+            "descriptions_digest": side.descriptions_digest}
+    if (have["descriptions_digest"], have["templates"]) != (want["descriptions_digest"], want["templates"]):
+        raise DataError(f"{path} holds class text rows from {_describe_class_texts(have)}, not from "
+                        f"{_describe_class_texts(want)}; pass --overwrite to replace them, or give these rows "
+                        f"their own dataset name (--d {opts.name}-VARIANT, which run.py reads as the side "
+                        f"MODEL:text:VARIANT against --base_data {opts.name})")
 
 
 def output_files(opts: EmbedOptions, model):
     """The files a model writes: one per layer and modality of its spec."""
     base, layers, spec = _plan(opts, model)
-    return [side_file(opts.data_dir, opts.dataset, Side(base.at(layer).text, m))
+    return [side_file(opts.data_dir, opts.name, Side(base.at(layer).text, m))
             for layer in layers for m in spec.modalities]
 
 
@@ -97,25 +136,43 @@ def _one_input(encoder, dataset, modality):
     """One image (preprocessed, on the device) or one caption (or class prompt) of the dataset, as a batch
     of one."""
     if modality == "img":
-        return encoder.prepare(encoder.transform(open_rgb(dataset.paths[0]))[None])
+        return encoder.prepare(encoder.transform(dataset.open_image(0))[None])
     if isinstance(dataset, ClassesDataset):
-        return [dataset.prompts(0)[:1]]
+        return [dataset.class_texts(0)[:1]]
     return [dataset.captions[0][:1]]
 
 
 def open_dataset(opts: EmbedOptions):
-    """The dataset of opts, checked (its images listed, captions read)."""
+    """The dataset of opts, checked (its images listed, captions read): a tv: dataset (root from --images or
+    $TORCHVISION_ROOT), else a captions dataset or an ImageFolder tree (src/datasets.load_dataset)."""
+    if is_tv(opts.dataset):
+        given = [f for f, v in (("--captions", opts.captions), ("--skip-missing", opts.skip_missing)) if v]
+        if given:
+            raise UsageError(f"--d {opts.dataset}: {' and '.join(given)} do not apply to a torchvision dataset")
+        root = opts.images or os.environ.get(TV_ROOT_VAR)
+        if not root:
+            raise UsageError(f"--d {opts.dataset}: give its root, --images ROOT or ${TV_ROOT_VAR} (the folder "
+                             f"torchvision reads it from, or downloads it into with --download)")
+        return load_tv_dataset(opts.name, root, opts.split, opts.download, opts.classes, opts.templates,
+                               opts.descriptions)
+    given = [f for f, v in (("--split", opts.split), ("--download", opts.download)) if v]
+    if given:
+        raise UsageError(f"{' and '.join(given)}: only for a torchvision dataset (--d tv:NAME)")
     with quiet_output(opts.quiet):  # pycocotools prints while it reads the captions
         return load_dataset(opts.dataset, opts.images, opts.captions, opts.skip_missing, classes=opts.classes,
-                            templates=opts.templates)
+                            templates=opts.templates, descriptions=opts.descriptions)
 
 
 def check_with_dataset(opts: EmbedOptions, model, dataset):
     """The checks of a model request that need the dataset read (but not the model loaded)."""
     _, layers, spec = _plan(opts, model)
-    if isinstance(dataset, ClassesDataset) and taps_of(layers) and "text" in spec.modalities:
-        raise UsageError("layer taps of a text model on a classification dataset are not supported: "
-                         "its rows are prompt ensembles of the final embeddings")
+    if isinstance(dataset, ClassesDataset) and taps_of(layers) and spec.modalities == ("text",):
+        raise _no_class_text_taps()
+
+
+def _no_class_text_taps():
+    return UsageError("layer taps of a text model on a classification dataset are not supported: its rows are "
+                      "means over class texts of the final embeddings")
 
 
 def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=None):
@@ -125,7 +182,7 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
     base, layers, spec = _plan(opts, model)
 
     def path(layer, modality):
-        return side_file(opts.data_dir, opts.dataset, Side(base.at(layer).text, modality))
+        return side_file(opts.data_dir, opts.name, Side(base.at(layer).text, modality))
 
     dataset = dataset if dataset is not None else open_dataset(opts)
     check_with_dataset(opts, model, dataset)
@@ -150,6 +207,8 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
     if unrun:
         raise UsageError(f"{base}: layer(s) {', '.join(unrun)} give no tensor when it computes its rows "
                          f"(see --list-layers)")
+    if classes and taps_of(runs.get("text", [])):  # a two-tower model's text taps
+        raise _no_class_text_taps()
     outputs = [path(layer, m) for layer in layers for m in spec.modalities]
     # rank 0 holds a lock beside each output: a second extraction of it is refused, so neither can discard or
     # delete the other's chunks
@@ -164,7 +223,7 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
             if not todo:
                 continue
             batch_size = resolve_batch_size(opts.batch_size, device, modality)
-            if classes and modality == "text":  # one row per class: the mean over the prompt templates
+            if classes and modality == "text":  # one row per class: the mean over its texts
                 rows = {FINAL: extract_class_texts(encoder, dataset, batch_size, opts.precision,
                                                    progress=not opts.quiet and rank == 0)}
             else:
@@ -182,7 +241,7 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
                     pooling=spec.pooling if layer == FINAL else
                     f"output of module {layer}: mean over spatial positions or (non-padding) tokens"
                     + (", then over an image's captions" if modality == "text" else ""),
-                    modality=modality, dataset=opts.dataset, images=str(dataset.image_dir),
+                    modality=modality, dataset=opts.name, images=str(dataset.image_dir),
                     captions=None if dataset.captions_file is None else str(dataset.captions_file),
                     image_ids=list(dataset.ids), dropped={str(k): v for k, v in dataset.dropped.items()},
                     precision=opts.precision, batch_size=batch_size, versions=_versions(),

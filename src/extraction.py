@@ -35,7 +35,6 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .datasets import open_rgb
 from .errors import DataError
 from .files import atomic_torch_save, atomic_write_text, load_tensor, write_error
 from .names import FINAL
@@ -80,24 +79,27 @@ def autocast(device, precision):
 
 
 class _Images(Dataset):
-    def __init__(self, paths, transform):
-        self.paths, self.transform = paths, transform
+    """Row i's image (``dataset.open_image(i)``, 8-bit RGB) through the model's transform."""
+
+    def __init__(self, dataset, transform):
+        self.dataset, self.transform = dataset, transform
 
     def __len__(self):
-        return len(self.paths)
+        return len(self.dataset)
 
     def __getitem__(self, i):
-        return self.transform(open_rgb(self.paths[i]))
+        return self.transform(self.dataset.open_image(i))
 
 
-def _image_error(paths, transform, error):
+def _image_error(dataset, indices, transform, error):
     """The DataError for a batch whose loading failed (error: what the loader raised). A worker's exception
     reaches us re-formatted by torch, so the batch's images are retried here, in this process, to find the
     file and its own error; if they all load, the failure was not an image's (e.g. a killed worker) and
     error itself is re-raised."""
-    for path in paths:
+    for i in indices:
+        path = dataset.describe_image(i)
         try:
-            image = open_rgb(path)
+            image = dataset.open_image(i)
         except Exception as e:  # noqa: BLE001 (PIL raises many types for bad files)
             return DataError(f"image {path} cannot be decoded ({type(e).__name__}: {str(e)[:200]}); fix or "
                              f"remove the file, or re-run with --skip-missing to drop such images")
@@ -216,6 +218,9 @@ def chunk_inputs(dataset, modality, chunks):
         else:
             key = []
             for i in range(start, end):
+                if dataset.paths is None:  # images inside a dataset object (tv:): its row, as it describes it
+                    key.append([str(dataset.ids[i]), dataset.describe_image(i)])
+                    continue
                 try:
                     st = os.stat(dataset.paths[i])
                     key.append([str(dataset.ids[i]), str(dataset.paths[i]), st.st_size, st.st_mtime_ns])
@@ -318,7 +323,7 @@ def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_worke
 
     with torch.inference_mode(), autocast(encoder.device, precision):
         if modality == "img":
-            images = _Images(dataset.paths, encoder.transform)
+            images = _Images(dataset, encoder.transform)
             if num_workers == 0:
                 loader = _thread_batches(images, [b for _, b in batches])
             else:
@@ -329,7 +334,7 @@ def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_worke
                 try:
                     pixels = next(it)
                 except Exception as e:
-                    error = _image_error([dataset.paths[i] for i in b], encoder.transform, e)
+                    error = _image_error(dataset, b, encoder.transform, e)
                     if error is e:
                         raise
                     raise error from None
@@ -362,23 +367,27 @@ def remove_partial(out_path):
 
 
 def extract_class_texts(encoder, dataset, batch_size=32, precision="fp32", progress=True):
-    """Text rows of a classification dataset: C x D float32 (CPU), row c the prompt ensemble of class c.
+    """Text rows of a classification dataset: C x D float32 (CPU), row c the mean of the L2-normalised
+    embeddings of class c's texts (``dataset.class_texts(c)``: its prompts, or its descriptions).
 
-    Row c = mean over the templates t of normalize(embed(t with class c's name)), CLIP's prompt ensembling
-    (its notebook then L2-normalises that mean once more; we keep the plain mean, which only rescales each
-    row, so cosine similarities are the same). Prompts go through ``encoder.encode_texts`` in batches of
-    batch_size.
+    With templates this is CLIP's prompt ensembling (its notebook then L2-normalises that mean once more; we
+    keep the plain mean, which only rescales each row, so cosine similarities are the same); with
+    descriptions, EX2's class representation (the mean over a class's descriptions). Texts go through
+    ``encoder.encode_texts`` in batches of batch_size, class after class (a batch may span classes).
     """
-    n_classes, n_templates = len(dataset.class_names), len(dataset.templates)
     batch_size = resolve_batch_size(batch_size, encoder.device, "text")
-    prompts = [p for c in range(n_classes) for p in dataset.prompts(c)]  # class-major: C * T prompts
-    bar = tqdm(total=len(prompts), desc=f"{encoder.spec.name} text {dataset.name}", unit="prompt",
+    per_class = [dataset.class_texts(c) for c in range(len(dataset.class_names))]
+    texts = [t for ts in per_class for t in ts]
+    bar = tqdm(total=len(texts), desc=f"{encoder.spec.name} text {dataset.name}", unit="text",
                disable=not progress, dynamic_ncols=True)
     out = []
     with torch.inference_mode(), autocast(encoder.device, precision):
-        for s in range(0, len(prompts), batch_size):
-            rows = encoder.encode_texts(prompts[s:s + batch_size])
+        for s in range(0, len(texts), batch_size):
+            rows = encoder.encode_texts(texts[s:s + batch_size])
             out.append(torch.nn.functional.normalize(rows.float(), dim=-1).cpu())
             bar.update(len(out[-1]))
     bar.close()
-    return torch.cat(out).view(n_classes, n_templates, -1).mean(dim=1)
+    rows, counts = torch.cat(out), [len(ts) for ts in per_class]
+    if len(set(counts)) == 1:  # every class the same number of texts (templates): one reshape, as always
+        return rows.view(len(counts), counts[0], -1).mean(dim=1)
+    return torch.stack([g.mean(dim=0) for g in torch.split(rows, counts)])

@@ -2,7 +2,7 @@
 
 Files (``data_dir`` defaults to ``data/``, results to ``results/`` and ``seedwise/``):
 
-- ``{data_dir}/{dataset}[-{lang}]_{file_tag(model)}_{img|text}.pt``: a plain float32 N x D tensor (loadable
+- ``{data_dir}/{dataset_tag(dataset)}[-{lang}]_{file_tag(model)}_{img|text}.pt``: a plain float32 N x D tensor (loadable
   exactly like the paper's files), and beside it ``.json``, its sidecar (``Sidecar``): which model, pooling,
   dataset and image ids (in row order), classes and labels produced it.
 - ``..._{img|text}_cluster.pt``: anchor row indices (1-D int64), its sidecar ties it to the embeddings it was
@@ -31,7 +31,7 @@ from typing import Optional
 import torch
 
 from .errors import DataError, reason, unreadable_why
-from .names import check_path_part, file_tag, parse_model, parse_side
+from .names import check_path_part, dataset_tag, file_tag, parse_model, parse_side
 
 SIDECAR_VERSION = 2
 
@@ -42,10 +42,11 @@ SIDECAR_VERSION = 2
 
 def side_file(data_dir, dataset, side, cluster=False):
     """The file of a side (``MODEL:MODALITY[:LANG]``, a Side or its text) of a dataset:
-    ``{data_dir}/{dataset}[-{lang}]_{file_tag(model)}_{modality}[_cluster].pt``."""
+    ``{data_dir}/{dataset_tag(dataset[-lang])}_{file_tag(model)}_{modality}[_cluster].pt``."""
     side = parse_side(side)
     check_path_part(dataset, "dataset")
-    name = f"{side.dataset(dataset)}_{file_tag(side.model)}_{side.modality}" + ("_cluster" if cluster else "")
+    name = (f"{dataset_tag(side.dataset(dataset))}_{file_tag(side.model)}_{side.modality}"
+            + ("_cluster" if cluster else ""))
     return Path(data_dir) / f"{name}.pt"
 
 
@@ -72,7 +73,9 @@ def run_paths(results_dir, seedwise_dir, name):
 class Sidecar:
     """What an embeddings (or cluster) file was made from. Written and read only through this type.
 
-    Version 1: the sidecars before this type (no ``version`` field), read the same way.
+    Version 1: the sidecars before this type (no ``version`` field), read the same way. Fields added within
+    version 2 (``split``, ``descriptions_file``, ``descriptions_digest``) are optional: code that predates them
+    keeps them in ``extra``, and their absence means what it meant before (no split, prompt templates).
     """
     version: int = SIDECAR_VERSION
     kind: str = "embeddings"                # "embeddings" or "cluster"
@@ -109,6 +112,9 @@ class Sidecar:
     labels: Optional[list] = None           # image rows: class index of each row
     templates: Optional[list] = None        # text rows: the prompt templates
     templates_file: Optional[str] = None
+    descriptions_file: str | None = None       # text rows: --descriptions (then templates is None)
+    descriptions_digest: str | None = None     # sha1 of that file's bytes
+    split: str | None = None                # tv: datasets: the split read (None: the class has no splits)
     # cluster files
     embeddings: Optional[str] = None        # the embeddings file's name
     digest: Optional[str] = None            # sha1 of the embeddings tensor's bytes
@@ -171,7 +177,7 @@ class Sidecar:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                 bad(name, "a whole number")
-        for name in ("digest", "task_data", "model", "embeddings", "kind"):
+        for name in ("digest", "task_data", "model", "embeddings", "kind", "descriptions_digest"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 bad(name, "a string")
 
@@ -213,18 +219,23 @@ def write_sidecar(path, sidecar: Sidecar):
 
 def get_embeds_command(dataset, model, path=None):
     """The command that writes an embeddings file. ``path``: that file, to name its folder (--data-dir when
-    it is not data/), to read its sidecar (a classification dataset takes --images ROOT alone) and, when it
-    exists but is unusable, to add --overwrite (without it get_embeds.py would skip the file)."""
+    it is not data/), to read its sidecar (a classification dataset takes --images ROOT alone; its class
+    texts may come from --descriptions) and, when it exists but is unusable, to add --overwrite (without it
+    get_embeds.py would skip the file)."""
     cmd = f"python get_embeds.py --m {shlex.quote(str(model))} --d {shlex.quote(str(dataset))}"
-    if dataset not in ("coco", "nocaps"):
-        classes = False
-        if path is not None:
-            try:
-                side = read_sidecar(path)
-                classes = side is not None and side.task_data == "classes"
-            except DataError:
-                pass
+    side = None
+    if path is not None:
+        try:
+            side = read_sidecar(path)
+        except DataError:
+            pass
+    classes = side is not None and side.task_data == "classes"
+    if str(dataset).startswith("tv:"):
+        cmd += " --images ROOT"  # or TORCHVISION_ROOT
+    elif dataset not in ("coco", "nocaps"):
         cmd += " --images ROOT" if classes else " --images DIR --captions FILE"
+    if classes and side.descriptions_file:
+        cmd += f" --descriptions {shlex.quote(side.descriptions_file)}"
     if path is not None:
         if Path(path).parent != Path("data"):
             cmd += f" --data-dir {shlex.quote(str(Path(path).parent))}"
@@ -250,6 +261,11 @@ def cluster_command(dataset, model, modality, n_clusters, data_dir="data"):
     cmd = (f"python cluster.py --m {shlex.quote(str(model))} --d {shlex.quote(str(dataset))} --nc {n_clusters}"
            + (" -t" if modality == "text" else ""))
     return cmd + (f" --data-dir {shlex.quote(str(data_dir))}" if Path(data_dir) != Path("data") else "")
+
+
+def file_digest(path):
+    """sha1 of a file's bytes (a descriptions file recorded in a sidecar)."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
 def tensor_digest(tensor):

@@ -1,7 +1,8 @@
 """Model names and sides, parsed once, and the file tag every script builds file names from.
 
 A model name is ``[random:]BASE[@LAYER]``: BASE is a registry name (``efficientnet_lite0``) or a hub id
-(``hf:org/x``, ``timm:name``, ``st:name``, ``clip:org/x``); ``@LAYER`` taps a module of the loaded model
+(``hf:org/x``, ``timm:name``, ``st:name``, ``clip:org/x``, ``openclip:ARCH/PRETRAINED``,
+``openclip:hf-hub:org/x``); ``@LAYER`` taps a module of the loaded model
 by its ``named_modules()`` path (``@final``, or no ``@``, is the model's usual row); ``random:`` keeps the
 architecture and preprocessing with weights freshly initialised after ``torch.manual_seed(0)``.
 
@@ -10,7 +11,9 @@ A side is what one embedding file holds: ``MODEL:MODALITY[:LANG]``, parsed from 
 
 Every name that becomes part of a path (dataset names, languages, run names, the figure's file name) goes
 through ``check_path_part``: one rule, so no name can reach outside its folder. Model names go through
-``file_tag``, which escapes every character that could.
+``file_tag``, which escapes every character that could. LANG names a variant of the dataset's
+text: the side reads the dataset ``{data}-{LANG}`` (a language, ``flickr1k-de``, or a set of class
+descriptions, ``caltech101-informative``), whose rows pair with ``{data}``'s images by id or class.
 """
 import re
 from dataclasses import dataclass
@@ -83,17 +86,9 @@ _SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@"
 _STAND_INS = {":": "~", "/": "+"}
 
 
-def file_tag(name):
-    """The model part of a file name, one function for every script.
-
-    ``efficientnet_lite0`` -> ``efficientnet_lite0``; ``efficientnet_lite0@final`` -> the same;
-    ``hf:facebook/dinov2-small@encoder.layer.6`` -> ``hf~facebook+dinov2-small@encoder.layer.6``;
-    ``random:efficientnet_lite0@_blocks.8`` -> ``random~efficientnet_lite0@_blocks.8``.
-    Injective: ``~``, ``+``, ``%`` and any other character outside ``[A-Za-z0-9._-@]`` in a name are
-    written as ``%XX``.
-    """
+def _escape(text):
     out = []
-    for ch in parse_model(name).text:
+    for ch in text:
         if ch in _SAFE:
             out.append(ch)
         elif ch in _STAND_INS:
@@ -101,6 +96,30 @@ def file_tag(name):
         else:
             out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8")))
     return "".join(out)
+
+
+def file_tag(name):
+    """The model part of a file name, one function for every script.
+
+    ``efficientnet_lite0`` -> ``efficientnet_lite0``; ``efficientnet_lite0@final`` -> the same;
+    ``hf:facebook/dinov2-small@encoder.layer.6`` -> ``hf~facebook+dinov2-small@encoder.layer.6``;
+    ``random:efficientnet_lite0@_blocks.8`` -> ``random~efficientnet_lite0@_blocks.8``.
+    ``openclip:ViT-B-32/laion2b_s34b_b79k`` -> ``openclip~ViT-B-32+laion2b_s34b_b79k``.
+    Injective: ``~``, ``+``, ``%`` and any other character outside ``[A-Za-z0-9._-@]`` in a name are
+    written as ``%XX``.
+    """
+    return _escape(parse_model(name).text)
+
+
+# Dataset names keep every character but these three, so that the names that worked before (flickr1k,
+# flickr1k-de, caltech101, a name with a space) keep their files; ':' (tv:CIFAR100) is not safe in file names.
+_DATASET_ESCAPES = {"%": "%25", "~": "%7E", ":": "~"}
+
+
+def dataset_tag(dataset):
+    """The dataset part of a file name: ``tv:Caltech101`` -> ``tv~Caltech101``, ``flickr1k-de`` as it is.
+    Injective (``%`` and ``~`` in a name are written ``%25`` and ``%7E``); ``/`` is refused by get_embeds.py."""
+    return "".join(_DATASET_ESCAPES.get(ch, ch) for ch in str(dataset))
 
 
 @dataclass(frozen=True)

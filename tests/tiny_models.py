@@ -150,7 +150,7 @@ def sentence_transformer(path):
     from sentence_transformers import SentenceTransformer, models
     bert = bert_text(path.parent / (path.name + "_bert"))
     word = models.Transformer(str(bert))
-    pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    pool = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
     SentenceTransformer(modules=[word, pool], device="cpu").save(str(path))
     return path
 
@@ -159,5 +159,25 @@ def timm_checkpoint(path, name="test_vit"):
     import timm
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+OPENCLIP_ARCH = "vlsim-tiny-clip"
+
+
+def openclip_checkpoint(path, seed=0):
+    """A 2-layer ViT / 2-layer text transformer open_clip architecture (16-d embeddings, 32 x 32 images,
+    1.6 M weights), registered with open_clip.add_model_config as OPENCLIP_ARCH (its config json beside the
+    checkpoint), random weights after torch.manual_seed(seed), saved as a plain state dict at path."""
+    import open_clip
+    cfg = {"embed_dim": 16,
+           "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+    config = path.parent / f"{OPENCLIP_ARCH}.json"
+    config.write_text(json.dumps(cfg))
+    open_clip.add_model_config(config)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(OPENCLIP_ARCH)
     torch.save(model.state_dict(), path)
     return path
