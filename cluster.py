@@ -9,6 +9,7 @@ from src.clustering import cluster_anchors
 from src.encoders import REGISTRY
 from src.files import get_embeds_command, load_embeddings, save_cluster, side_file
 from src.names import Side, parse_model
+from src.perturb import parse_input_perturbation
 
 
 def build_parser():
@@ -21,6 +22,8 @@ def build_parser():
                    help="number of k-means clusters (= anchors)")
     p.add_argument("--exact-count", action="store_true",
                    help="top up to exactly --nc distinct anchors with next-nearest rows (off: the paper's)")
+    p.add_argument("--perturb", default=None, metavar="KIND:LEVEL",
+                   help="cluster the file of an input perturbation (get_embeds.py --perturb KIND:LEVEL)")
     p.add_argument("--data-dir", default="data", help="where the embeddings are and the picks go")
     p.add_argument("-q", "--quiet", action="store_true", help="no logs")
     return p
@@ -40,11 +43,13 @@ def main(argv=None):
         if args.n_clusters < 1:
             raise UsageError(f"--nc {args.n_clusters}: must be at least 1")
         modality = "text" if args.text else "img"
-        side = Side(args.model, modality)
+        perturb = None if args.perturb is None else parse_input_perturbation(args.perturb, (modality,))
+        side = Side(args.model, modality, perturbation=perturb)
         src = side_file(args.data_dir, args.dataset, side)
         if not src.exists() and _modality_hint(args.model, modality):
             raise UsageError(f"{src} does not exist: {_modality_hint(args.model, modality)}")
-        X = load_embeddings(src, fix=f"make it with: {get_embeds_command(args.dataset, args.model, src)}")
+        fix = f"make it with: {get_embeds_command(args.dataset, args.model, src, perturbation=perturb)}"
+        X = load_embeddings(src, fix=fix)
         if args.n_clusters > X.shape[0]:
             raise DataError(f"--nc {args.n_clusters} clusters, but {src} has only {X.shape[0]} rows; lower --nc")
         picks = cluster_anchors(X, args.n_clusters, exact_count=args.exact_count)

@@ -8,11 +8,14 @@ Classification (ImageFolder):   python get_embeds.py --m minilm --d NAME --image
 (one image row per image, one text row per class: the mean over the templates of the normalised prompts)
 Layer taps, one forward pass:   python get_embeds.py --m efficientnet_lite0 --layers _blocks.4 _blocks.8 final
 Which layers there are:         python get_embeds.py --m efficientnet_lite0 --list-layers
+Perturbed inputs, a file each:  python get_embeds.py --m mpnet --d NAME --images DIR --captions FILE --perturb drop:0.25
+(run.py reads them as the side mpnet:text~drop:0.25; src/perturb.py defines every kind)
 """
 import json
 import os
 import platform
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import torch
@@ -39,8 +42,9 @@ from src.extraction import (
     remove_partial,
     resolve_batch_size,
 )
-from src.files import Sidecar, save_embeddings, side_file
+from src.files import Sidecar, read_sidecar, save_embeddings, side_file
 from src.names import FINAL, Side, parse_model
+from src.perturb import INPUT, KINDS, image_perturbation, parse_input_perturbation, perturb_captions
 
 
 def build_parser():
@@ -87,6 +91,11 @@ def build_parser():
     p.add_argument("--chunk-size", type=positive_int, default=512, help="images per saved chunk (resume granularity)")
     p.add_argument("--skip-missing", action="store_true",
                    help="drop images that are missing, undecodable or without captions (from both modalities)")
+    p.add_argument("--perturb", default=None, metavar="KIND:LEVEL",
+                   help="perturb the inputs, written to their own file (run.py's side MODEL:MODALITY~KIND:LEVEL): "
+                        + "; ".join(f"{k.name}:{k.level}: {k.meaning}" for k in KINDS.values() if k.stage == INPUT))
+    p.add_argument("--perturb-seed", type=int, default=0,
+                   help="--perturb: seed of its random choices (recorded in the sidecar)")
     p.add_argument("--overwrite", action="store_true", help="recompute outputs that exist")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
     return p
@@ -140,11 +149,21 @@ def main(argv=None):
         layers = list(dict.fromkeys(args.layers or [name.layer or FINAL]))
         base = name.at(None)
         spec = get_spec(base.base)
+        perturb = None if args.perturb is None else parse_input_perturbation(args.perturb, spec.modalities)
+        if perturb is not None and not 0 <= args.perturb_seed <= 2**32 - 1:
+            raise UsageError(f"--perturb-seed {args.perturb_seed}: use a seed in 0..{2**32 - 1}")
+        modalities = [m for m in spec.modalities if perturb is None or m == perturb.spec.modality]
 
         def path(layer, modality):
-            return side_file(args.data_dir, args.dataset, Side(base.at(layer).text, modality))
+            return side_file(args.data_dir, args.dataset, Side(base.at(layer).text, modality, perturbation=perturb))
 
-        outputs = [path(l, m) for l in layers for m in spec.modalities]
+        outputs = [path(l, m) for l in layers for m in modalities]
+        for p in outputs if perturb is not None and not args.overwrite else ():
+            sidecar = read_sidecar(p) if p.exists() else None
+            recorded = sidecar.perturbation if sidecar is not None else None
+            if recorded and recorded.get("seed") != args.perturb_seed:
+                raise UsageError(f"{p} exists, made with --perturb-seed {recorded.get('seed')}: add --overwrite to "
+                                 f"replace it with seed {args.perturb_seed}")
         if not args.list_layers and outputs and all(p.exists() for p in outputs) and not args.overwrite:
             print("\n".join(f"{p} exists, skipped (--overwrite to recompute)" for p in outputs))
             return 0
@@ -154,6 +173,11 @@ def main(argv=None):
                 dataset = load_dataset(args.dataset, args.images, args.captions, args.skip_missing,
                                        classes=args.classes, templates=args.templates)
             classes = isinstance(dataset, ClassesDataset)
+            if perturb is not None and perturb.spec.modality == "text":
+                if classes:
+                    raise UsageError(f"--perturb {perturb}: caption perturbations need a captions dataset "
+                                     f"(--captions FILE); a classification dataset's text rows are class prompts")
+                dataset = replace(dataset, captions=perturb_captions(dataset.captions, perturb, args.perturb_seed))
             if classes and taps_of(layers) and "text" in spec.modalities:
                 raise UsageError("layer taps of a text model on a classification dataset are not supported: "
                                  "its rows are prompt ensembles of the final embeddings")
@@ -172,7 +196,7 @@ def main(argv=None):
                 return 0
             # which layers each modality runs (CLIP's vision layers are not run for text)
             runs = {m: [l for l in layers if l == FINAL or isinstance(traces[m].get(l), tuple)]
-                    for m in encoder.modalities}
+                    for m in encoder.modalities if m in modalities}
             unrun = [l for l in taps if not any(l in v for v in runs.values())]
             if unrun:
                 raise UsageError(f"{base}: layer(s) {', '.join(unrun)} give no tensor when it computes its rows "
@@ -192,8 +216,12 @@ def main(argv=None):
                     rows = {FINAL: extract_class_texts(encoder, dataset, batch_size, args.precision,
                                                        progress=not args.quiet and rank == 0)}
                 else:
+                    image_perturb = (image_perturbation(perturb, args.perturb_seed)
+                                     if perturb is not None and modality == "img" else None)
                     rows = extract_layers(encoder, dataset, modality, todo, batch_size, args.num_workers,
-                                          args.precision, args.chunk_size, rank, world, progress=not args.quiet)
+                                          args.precision, args.chunk_size, rank, world, progress=not args.quiet,
+                                          perturb=image_perturb,
+                                          perturbation=perturb.record(args.perturb_seed) if perturb else None)
                 if rank != 0:
                     continue
                 for layer, out in todo.items():
@@ -212,6 +240,8 @@ def main(argv=None):
                         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
                     if classes:
                         fields.update(dataset.sidecar_fields(modality))
+                    if perturb is not None:
+                        fields["perturbation"] = perturb.record(args.perturb_seed)
                     save_embeddings(rows[layer], out, Sidecar(**fields))
                     remove_partial(out)
                     written.append(f"wrote {out} ({rows[layer].shape[0]} x {rows[layer].shape[1]})")

@@ -5,6 +5,10 @@ Files (``data_dir`` defaults to ``data/``, results to ``results/`` and ``seedwis
 - ``{data_dir}/{dataset}[-{lang}]_{file_tag(model)}_{img|text}.pt``: a plain float32 N x D tensor (loadable
   exactly like the paper's files), and beside it ``.json``, its sidecar (``Sidecar``): which model, pooling,
   dataset and image ids (in row order), classes and labels produced it.
+- ``..._{img|text}~{KIND}~{LEVEL}.pt``: the rows of an input perturbation (``src/perturb.py``; get_embeds.py
+  --perturb), its sidecar recording kind, level and seed. Such a name ends in a number, never in ``_img`` or
+  ``_text``, and ``~`` appears in no escaped model name (``names.file_tag``), so it cannot be another model's
+  file. A row perturbation (``~swap:0.5``) reads the unperturbed file.
 - ``..._{img|text}_cluster.pt``: anchor row indices (1-D int64), its sidecar ties it to the embeddings it was
   made from (their digest).
 - ``{results_dir}/{run name}.csv`` (averaged over seeds), ``{seedwise_dir}/{run name}.csv`` (a row per
@@ -25,7 +29,7 @@ from typing import Optional
 import torch
 
 from .errors import DataError
-from .names import Side, file_tag, parse_side
+from .names import Side, file_tag, parse_side, perturbation_tag
 
 SIDECAR_VERSION = 2
 
@@ -35,10 +39,13 @@ SIDECAR_VERSION = 2
 # ----------------------------------------------------------------------------------------------------------
 
 def side_file(data_dir, dataset, side, cluster=False):
-    """The file of a side (``MODEL:MODALITY[:LANG]``, a Side or its text) of a dataset:
-    ``{data_dir}/{dataset}[-{lang}]_{file_tag(model)}_{modality}[_cluster].pt``."""
-    side = parse_side(side)
-    name = f"{side.dataset(dataset)}_{file_tag(side.model)}_{side.modality}" + ("_cluster" if cluster else "")
+    """The file of a side (``MODEL:MODALITY[:LANG][~KIND:LEVEL]``, a Side or its text) of a dataset:
+    ``{data_dir}/{dataset}[-{lang}]_{file_tag(model)}_{modality}[~{KIND}~{LEVEL}][_cluster].pt``; the input
+    kinds only (a row perturbation's rows are the unperturbed file's)."""
+    side = parse_side(side).file_side
+    name = (f"{side.dataset(dataset)}_{file_tag(side.model)}_{side.modality}"
+            + (f"~{perturbation_tag(side.perturbation)}" if side.perturbation else "")
+            + ("_cluster" if cluster else ""))
     return Path(data_dir) / f"{name}.pt"
 
 
@@ -55,8 +62,8 @@ def sidecar_path(path):
     return Path(path).with_suffix(".json")
 
 
-SUMMARY_NAME, TABLE_NAME = "summary.csv", "table.csv"
-NOT_RESULTS = {SUMMARY_NAME, TABLE_NAME}  # CSVs in results/ that are not one run's averaged row
+SUMMARY_NAME, TABLE_NAME, CORRELATIONS_NAME = "summary.csv", "table.csv", "correlations.csv"
+NOT_RESULTS = {SUMMARY_NAME, TABLE_NAME, CORRELATIONS_NAME}  # CSVs in results/ that are not one run's averaged row
 
 
 def run_paths(results_dir, seedwise_dir, name):
@@ -110,6 +117,8 @@ class Sidecar:
     labels: Optional[list] = None           # image rows: class index of each row
     templates: Optional[list] = None        # text rows: the prompt templates
     templates_file: Optional[str] = None
+    # input perturbations (get_embeds.py --perturb): kind, level, seed, stage, meaning (perturb.Perturbation.record)
+    perturbation: Optional[dict] = None
     # cluster files
     embeddings: Optional[str] = None        # the embeddings file's name
     digest: Optional[str] = None            # sha1 of the embeddings tensor's bytes
@@ -166,6 +175,9 @@ class Sidecar:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                 bad(name, "a whole number")
+        if self.perturbation is not None and not (isinstance(self.perturbation, dict)
+                                                  and {"kind", "level"} <= set(self.perturbation)):
+            bad("perturbation", "an object with kind and level")
         for name in ("digest", "task_data", "model", "embeddings"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 bad(name, "a string")
@@ -198,20 +210,25 @@ def write_sidecar(path, sidecar: Sidecar):
 # Commands that make a missing file (for messages)
 # ----------------------------------------------------------------------------------------------------------
 
-def get_embeds_command(dataset, model, path=None):
+def get_embeds_command(dataset, model, path=None, perturbation=None, kind_from=None):
     """The command that writes an embeddings file. ``path``: that file, to name its folder (--data-dir when
     it is not data/), to read its sidecar (a classification dataset takes --images ROOT alone) and, when it
-    exists but is unusable, to add --overwrite (without it get_embeds.py would skip the file)."""
+    exists but is unusable, to add --overwrite (without it get_embeds.py would skip the file).
+    ``perturbation``: an input perturbation's ``KIND:LEVEL`` (--perturb); ``kind_from``: another file of the
+    dataset whose sidecar says its kind (the unperturbed one, when the perturbed file does not exist yet)."""
     cmd = f"python get_embeds.py --m {shlex.quote(str(model))} --d {shlex.quote(str(dataset))}"
     if dataset not in ("coco", "nocaps"):
         classes = False
         if path is not None:
             try:
-                side = read_sidecar(path)
-                classes = side is not None and side.task_data == "classes"
+                for known in (path, kind_from):
+                    side = read_sidecar(known) if known is not None else None
+                    classes = classes or (side is not None and side.task_data == "classes")
             except DataError:
                 pass
         cmd += " --images ROOT" if classes else " --images DIR --captions FILE"
+    if perturbation is not None:
+        cmd += f" --perturb {perturbation}"
     if path is not None:
         if Path(path).parent != Path("data"):
             cmd += f" --data-dir {shlex.quote(str(Path(path).parent))}"
@@ -220,9 +237,9 @@ def get_embeds_command(dataset, model, path=None):
     return cmd
 
 
-def cluster_command(dataset, model, modality, n_clusters, data_dir="data"):
+def cluster_command(dataset, model, modality, n_clusters, data_dir="data", perturbation=None):
     cmd = (f"python cluster.py --m {shlex.quote(str(model))} --d {shlex.quote(str(dataset))} --nc {n_clusters}"
-           + (" -t" if modality == "text" else ""))
+           + (" -t" if modality == "text" else "") + (f" --perturb {perturbation}" if perturbation else ""))
     return cmd + (f" --data-dir {shlex.quote(str(data_dir))}" if Path(data_dir) != Path("data") else "")
 
 
