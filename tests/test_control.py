@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 from scipy import stats
-from test_run import _bad, outputs
+from test_run import _bad
 
 import cluster
 import run
@@ -288,3 +288,37 @@ def test_probe_table_is_a_performance_table(toy, capsys):
     assert run.main(["--report", "--results-dir", "results/probe"]) == 0
     scores = correlations.read_performance(root / "results" / "probe" / "table.csv", "target_side", "probe_acc")
     assert set(scores) == {"vis", "pix"}                 # the perturbed side is not the model's performance
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The bundled demo pair under swap
+# ----------------------------------------------------------------------------------------------------------
+
+LEVELS = [0, 0.1, 0.25, 0.5, 0.75, 1]
+DEMO_METHODS = ["linear", "relative", "linear_local_CKA", "kernel_local_CKA", "qap"]
+
+
+def test_swap_sweep_of_the_demo_pair_falls_to_chance(tmp_path, monkeypatch):
+    # all-MiniLM-L6-v2 captions vs EfficientNet-Lite0 photos on flickr1k (bundled), smaller than the demo to
+    # stay fast (100 anchors, 200 queries, 20 qap restarts), seeds 0 1 2
+    from conftest import ROOT
+    monkeypatch.chdir(ROOT)
+    q, seeds = 200, [0, 1, 2]
+    argv = (["--source"] + [f"minilm:text~swap:{p}" for p in LEVELS]
+            + ["--target", "efficientnet_lite0:img", "--m", *DEMO_METHODS, "--restarts", "20", "--base_data",
+               "flickr1k", "--query_data", "flickr1k", "--b", "100", "--q", str(q), "-q",
+               "--results-dir", str(tmp_path / "r"), "--seedwise-dir", str(tmp_path / "s")])
+    assert run.main(argv) == 0
+    sw = pd.concat([pd.read_csv(f) for f in (tmp_path / "s").glob("*.csv")], ignore_index=True)
+    sw["level"] = sw["source_side"].map(lambda s: float(s.rsplit(":", 1)[1]))
+    # kernel CKA and every method's accuracy, averaged over the seeds, fall at every step: Spearman -1
+    mean = sw.groupby(["method", "level"])[["kernel_cka", "matching_acc"]].mean()
+    for method in DEMO_METHODS:
+        per_level = mean.loc[method]
+        assert stats.spearmanr(per_level.index, per_level["matching_acc"])[0] == -1, (method, per_level)
+        assert stats.spearmanr(per_level.index, per_level["kernel_cka"])[0] == -1
+    # swap:1 (every caption another photo's) is at chance: within two standard errors of 1/q over 3 x q queries
+    chance, se = 1 / q, np.sqrt((1 / q) * (1 - 1 / q) / (q * len(seeds)))
+    at_one = mean.xs(1.0, level="level")["matching_acc"]
+    assert (abs(at_one - chance) <= 2 * se).all(), at_one
+    assert (mean.xs(0.0, level="level")["matching_acc"] > chance + 10 * se).all()  # and far above it unperturbed
