@@ -149,10 +149,15 @@ def main(argv=None):
         layers = list(dict.fromkeys(args.layers or [name.layer or FINAL]))
         base = name.at(None)
         spec = get_spec(base.base)
-        perturb = None if args.perturb is None else parse_input_perturbation(args.perturb, spec.modalities)
+        # hf: ids know their modality only once loaded (spec.modalities is empty); checked again then
+        perturb = None if args.perturb is None else parse_input_perturbation(args.perturb,
+                                                                             spec.modalities or ("img", "text"))
         if perturb is not None and not 0 <= args.perturb_seed <= 2**32 - 1:
             raise UsageError(f"--perturb-seed {args.perturb_seed}: use a seed in 0..{2**32 - 1}")
-        modalities = [m for m in spec.modalities if perturb is None or m == perturb.spec.modality]
+
+        def wanted(modality):  # --perturb writes the files of the modality it perturbs only
+            return perturb is None or modality == perturb.spec.modality
+        modalities = [m for m in spec.modalities if wanted(m)]
 
         def path(layer, modality):
             return side_file(args.data_dir, args.dataset, Side(base.at(layer).text, modality, perturbation=perturb))
@@ -195,8 +200,10 @@ def main(argv=None):
                         print(f"{p}\t{'not run' if shape is None else shape}")
                 return 0
             # which layers each modality runs (CLIP's vision layers are not run for text)
+            if perturb is not None:
+                parse_input_perturbation(args.perturb, encoder.modalities)
             runs = {m: [l for l in layers if l == FINAL or isinstance(traces[m].get(l), tuple)]
-                    for m in encoder.modalities if m in modalities}
+                    for m in encoder.modalities if wanted(m)}
             unrun = [l for l in taps if not any(l in v for v in runs.values())]
             if unrun:
                 raise UsageError(f"{base}: layer(s) {', '.join(unrun)} give no tensor when it computes its rows "

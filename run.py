@@ -82,7 +82,7 @@ def build_parser():
                    help="; ".join(f"{n}: {t.description}" for n, t in TASKS.items()))
     p.add_argument("--base_data", "--base-data", dest="base_data", default="coco", help="dataset of the anchors")
     p.add_argument("--query_data", "--query-data", dest="query_data", default="nocaps",
-                   help="dataset of the queries")
+                   help=f"dataset of the queries (--task {_one_sided()}: not used)")
     p.add_argument("-str", "--stretch", dest="stretch", action="store_true",
                    help="divide every dimension by its standard deviation first" + _applies("stretch"))
     p.add_argument("-vtl", "--vision-to-language", dest="vtl", action="store_true",
