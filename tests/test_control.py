@@ -285,7 +285,10 @@ def test_probe_table_is_a_performance_table(toy, capsys):
     root, _, _ = toy
     assert run.main(["--task", "probe", "--target", "vis:img", "pix:img", "vis:img~noise:3", "--base_data", "toy",
                      "--seeds", "0", "-q", "--results-dir", "results/probe", "--seedwise-dir", "seedwise/probe"]) == 0
+    capsys.readouterr()
     assert run.main(["--report", "--results-dir", "results/probe"]) == 0
+    out = capsys.readouterr().out
+    assert "probe accuracy" in out and "vis~noise:3" in out and "linear_cka" not in out  # a probe has no alignment
     scores = correlations.read_performance(root / "results" / "probe" / "table.csv", "target_side", "probe_acc")
     assert set(scores) == {"vis", "pix"}                 # the perturbed side is not the model's performance
 
