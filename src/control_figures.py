@@ -67,8 +67,10 @@ def perturbation_series(table, key_columns, label=str):
                           & (table["target_side"] == target).to_numpy()]
             if len(plain):
                 rows = pd.concat([plain.iloc[[0]].assign(level=0.0), rows])
-        name = f"{label(source)} -> {label(target)}" + (f" ({role} perturbed)" if role == "target" else "")
-        series.setdefault(kind, {})[name] = rows.sort_values("level", kind="stable")
+        name = f"{label(source)} -> {label(target)}"
+        if any(n.startswith(name) for n in series.get(kind, {})):  # the same pair, perturbed on its other side
+            name += f" ({role} perturbed)"
+        series.setdefault(kind, {})[name] = rows.sort_values("level", kind="stable").assign(role=role)
     order = list(KINDS)
     return {k: series[k] for k in sorted(series, key=order.index)}
 
@@ -105,7 +107,8 @@ def draw_perturbation_figure(table, path, key_columns, metric_columns, score_col
             for i, c in enumerate(accs):
                 bottom.plot(rows["level"], rows[c], color=f"C{i}", ls=style, marker=".", lw=1.2)
         spec = KINDS[kind]
-        top.set_title(f"{kind}:{spec.level} ({'input' if spec.stage == 'input' else 'rows'})")
+        roles = "/".join(sorted({r for rows in by_pair.values() for r in rows["role"]}, reverse=True))
+        top.set_title(f"{kind}:{spec.level} ({'inputs' if spec.stage == 'input' else 'rows'} of the {roles})")
         bottom.set_xlabel(f"level {spec.level}")
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
