@@ -405,9 +405,11 @@ def draw_figure(table, path, x="kernel_cka", title=None):
         xv = pd.to_numeric(table.at[idx, x], errors="coerce")
         if not ys or pd.isna(xv):
             continue
-        label = short_label(_side_model(table.at[idx, vary]))
+        def name(side):  # a perturbed side keeps its perturbation
+            return side_label(side) if "~" in str(side) else short_label(_side_model(side))
+        label = name(table.at[idx, vary])
         if both_vary:
-            label = f"{short_label(_side_model(table.at[idx, other]))} | {label}"
+            label = f"{name(table.at[idx, other])} | {label}"
         ax.annotate(label, (xv, max(ys)), xytext=(4, 3), textcoords="offset points", fontsize=7)
     if any_control:
         ax.scatter([], [], color="gray", marker="x", label="control (pixels, random:)")
