@@ -9,6 +9,7 @@ from src.clustering import cluster_anchors
 from src.encoders import REGISTRY
 from src.files import load_embeddings, make_hint, save_cluster, side_file
 from src.names import Side, check_path_part, parse_model
+from src.perturb import parse_input_perturbation
 from src.sides import require_distinct
 
 
@@ -22,6 +23,8 @@ def build_parser():
                    help="number of k-means clusters (= anchors)")
     p.add_argument("--exact-count", action="store_true",
                    help="top up to exactly --nc distinct anchors with next-nearest rows (off: the paper's)")
+    p.add_argument("--perturb", default=None, metavar="KIND:LEVEL",
+                   help="cluster the file of an input perturbation (get_embeds.py --perturb KIND:LEVEL)")
     p.add_argument("--data-dir", default="data", help="where the embeddings are and the picks go")
     p.add_argument("-q", "--quiet", action="store_true", help="no logs")
     return p
@@ -42,11 +45,12 @@ def main(argv=None):
             raise UsageError(f"--nc {args.n_clusters}: must be at least 1")
         check_path_part(args.dataset, "--d (the dataset name)")  # the dataset name becomes part of file names
         modality = "text" if args.text else "img"
-        side = Side(args.model, modality)
+        perturb = None if args.perturb is None else parse_input_perturbation(args.perturb, (modality,))
+        side = Side(args.model, modality, perturbation=perturb)
         src = side_file(args.data_dir, args.dataset, side)
         if not src.exists() and _modality_hint(args.model, modality):
             raise UsageError(f"{src} does not exist: {_modality_hint(args.model, modality)}")
-        X = load_embeddings(src, fix=make_hint(args.dataset, args.model, src))
+        X = load_embeddings(src, fix=make_hint(args.dataset, args.model, src, perturbation=perturb))
         require_distinct(X, str(src), "k-means on one repeated vector picks arbitrary anchors; re-extract it")
         if args.n_clusters > X.shape[0]:
             raise DataError(f"--nc {args.n_clusters} clusters, but {src} has only {X.shape[0]} rows; lower --nc")

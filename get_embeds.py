@@ -13,6 +13,8 @@ open_clip models:               python get_embeds.py --m openclip:ViT-B-32/laion
 Layer taps, one forward pass:   python get_embeds.py --m efficientnet_lite0 --layers _blocks.4 _blocks.8 final
 Which layers there are:         python get_embeds.py --m efficientnet_lite0 --list-layers
 Several models, a cluster job each: python get_embeds.py --m dinov2 clip allroberta --d coco nocaps --launcher slurm
+Perturbed inputs, a file each:  python get_embeds.py --m mpnet --d NAME --images DIR --captions FILE --perturb drop:0.25
+(run.py reads them as the side mpnet:text~drop:0.25; src/perturb.py defines every kind)
 """
 import os
 import sys
@@ -43,6 +45,7 @@ from src.encoders import REGISTRY
 from src.extraction import AUTO_BATCH_DEFAULT, PRECISIONS
 from src.launch import add_launch_args, launch_options
 from src.openclip import POOLING as OPENCLIP_POOLING
+from src.perturb import INPUT, KINDS
 from src.tvdatasets import ROOT_VAR as TV_ROOT_VAR
 
 
@@ -115,6 +118,11 @@ def build_parser():
     p.add_argument("--chunk-size", type=positive_int, default=512, help="images per saved chunk (resume granularity)")
     p.add_argument("--skip-missing", action="store_true",
                    help="drop images that are missing, undecodable or without captions (from both modalities)")
+    p.add_argument("--perturb", default=None, metavar="KIND:LEVEL",
+                   help="perturb the inputs, written to their own file (run.py's side MODEL:MODALITY~KIND:LEVEL): "
+                        + "; ".join(f"{k.name}:{k.level}: {k.meaning}" for k in KINDS.values() if k.stage == INPUT))
+    p.add_argument("--perturb-seed", type=int, default=0,
+                   help="--perturb: seed of its random choices (recorded in the sidecar)")
     p.add_argument("--overwrite", action="store_true", help="recompute outputs that exist")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or logs")
     add_launch_args(p)

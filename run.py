@@ -8,6 +8,9 @@ Several methods and models in one process (their cross product, each with its ow
 Any two sides, e.g. cross-lingual:  python run.py --source mpnet:text --target use:text:de --base_data flickr1k ...
 Class names against images:  python run.py --task classes --b 20 --base_data caltech101 --query_data caltech101 ...
 A sweep as cluster jobs, one per pair (resumable):  python run.py ... --launcher slurm --slurm-gpus 1
+Perturbed sides, a configuration a level:  python run.py --source mpnet:text~swap:0 mpnet:text~swap:0.5 ...
+A linear probe of each side (downstream performance):  python run.py --task probe --target pixels:img ...
+Which metric predicts what:  python run.py --report [--performance FILE.csv]
 ``python run.py --demo`` draws Figure 1 in small from the bundled embeddings; ``--demo depth`` across depth.
 """
 import itertools
@@ -31,6 +34,7 @@ from src.launch import add_launch_args, launch_options
 from src.methods import METHODS
 from src.metrics import METRICS
 from src.names import check_path_part, parse_side
+from src.perturb import INPUT, KINDS
 from src.tasks import TASKS
 
 ALL_BUT_COS = [m for m, method in METHODS.items() if not method.same_space]
@@ -65,9 +69,11 @@ def build_parser():
     p = ArgumentParser(prog="run.py", description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--m", "--method", dest="method", nargs="+", default=["linear"], choices=sorted(METHODS),
                    metavar="METHOD", help="one or more of: " + "; ".join(f"{n}: {m.description}"
-                                                                          for n, m in METHODS.items()))
+                                                                          for n, m in METHODS.items())
+                   + f" (--task {_one_sided()}: none)")
     p.add_argument("--b", "--base-samples", dest="base_samples", type=int, default=320,
-                   help="number of anchors (--task classes/classify: anchor classes)")
+                   help=f"number of anchors (--task classes/classify: anchor classes; --task {_one_sided()}: "
+                        f"accepted and not used)")
     p.add_argument("--q", "--query-samples", dest="query_samples", type=int, default=500,
                    help="number of queries" + _applies("query_samples"))
     p.add_argument("--c", "--clustering-mode", dest="clustering_mode", type=int, default=0, choices=(0, 1, 2),
@@ -78,20 +84,25 @@ def build_parser():
     p.add_argument("--text_model", "--text-model", dest="text_model", nargs="+", default=["allroberta"],
                    metavar="MODEL", help="text model(s) of the _text files")
     p.add_argument("--source", nargs="+", default=None, metavar="SIDE",
-                   help="source side(s) MODEL:img|text[:LANG] (with --target; replaces the paper's model flags)")
-    p.add_argument("--target", nargs="+", default=None, metavar="SIDE", help="target side(s), as --source")
+                   help="source side(s) MODEL:img|text[:LANG][~KIND:LEVEL] (with --target; replaces the paper's "
+                        "model flags). ~KIND:LEVEL perturbs the side, each level its own configuration: "
+                        + "; ".join(f"{k.name}:{k.level} ({_stage(k)}): {k.meaning}" for k in KINDS.values()))
+    p.add_argument("--target", nargs="+", default=None, metavar="SIDE",
+                   help=f"target side(s), as --source (--task {_one_sided()}: the sides, each its own "
+                        f"configuration)")
     p.add_argument("--task", default="captions", choices=tuple(TASKS),
                    help="; ".join(f"{n}: {t.description}" for n, t in TASKS.items()))
     p.add_argument("--base_data", "--base-data", dest="base_data", default="coco", help="dataset of the anchors")
     p.add_argument("--query_data", "--query-data", dest="query_data", default="nocaps",
-                   help="dataset of the queries")
+                   help=f"dataset of the queries (--task {_one_sided()}: not used)")
     p.add_argument("-str", "--stretch", dest="stretch", action="store_true",
                    help="divide every dimension by its standard deviation first" + _applies("stretch"))
     p.add_argument("-vtl", "--vision-to-language", dest="vtl", action="store_true",
                    help="images are the source side, captions the target")
     add_device_args(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                   help="query seeds (the paper's seed2; the class tasks: anchor-class seeds)")
+                   help="query seeds (the paper's seed2; the class tasks: anchor-class seeds; --task probe: fold "
+                        "seeds); they also seed row perturbations")
     p.add_argument("--base-seed", type=int, default=0,
                    help="anchor seed (the paper's fixed seed1)" + _applies("base_seed"))
     p.add_argument("--permutations", type=int, default=0,
@@ -100,7 +111,18 @@ def build_parser():
     p.add_argument("--results-dir", default="results", help="averaged CSVs, summary.csv, table.csv, figures")
     p.add_argument("--seedwise-dir", default="seedwise", help="per-seed CSVs")
     p.add_argument("--report", action="store_true",
-                   help="only make results/table.csv and results/figure1.png from the CSVs in --results-dir")
+                   help="only make results/table.csv, results/figure1.png and results/correlations.csv (every "
+                        "alignment metric against every method's accuracy and --performance: Pearson, Spearman, "
+                        "n, 95%% bootstrap intervals), perturbation.png (when sides are perturbed) and "
+                        "performance.png (with --performance) from the CSVs in --results-dir")
+    p.add_argument("--performance", default=None, metavar="FILE.csv",
+                   help="--report: a per-model performance table joined to the table's rows by the model of "
+                        "either side (the target's first), e.g. the probe's table.csv")
+    p.add_argument("--performance-model", default="model", metavar="COLUMN",
+                   help="--performance: the column of model names (as the sides write them; a side is read as "
+                        "its model)")
+    p.add_argument("--performance-score", default="score", metavar="COLUMN",
+                   help="--performance: the column of scores")
     p.add_argument("--x", default="kernel_cka", choices=tuple(METRICS), help="the figure's x-axis metric")
     p.add_argument("--figure", default=None,
                    help="file name of the figure in --results-dir (default: figure1.png; --demo depth: "
@@ -116,6 +138,14 @@ def build_parser():
     for name, method in METHODS.items():  # each method adds its own options' flags
         method.add_arguments(p, name, seen)
     return p
+
+
+def _stage(kind):
+    return "a get_embeds.py --perturb file" if kind.stage == INPUT else "rows, by run.py"
+
+
+def _one_sided():
+    return "/".join(n for n, t in TASKS.items() if t.sides == 1)
 
 
 def _applies(flag):
@@ -155,6 +185,24 @@ def check_flags(args, parser):
     if args.overwrite and not args.launcher:
         raise UsageError("--overwrite: a run without --launcher computes every configuration anyway (a "
                          "--launcher run skips those with results); drop it, or add --launcher")
+    if args.performance is not None and not args.report:
+        raise UsageError("--performance is joined by --report: add --report (runs write no correlations)")
+    named = [f for f in ("performance_model", "performance_score") if getattr(args, f) != parser.get_default(f)]
+    if named and args.performance is None:
+        raise UsageError(f"--{named[0].replace('_', '-')} names a column of --performance FILE.csv: add it")
+    if TASKS[args.task].sides == 1 and not args.report:
+        task = args.task
+        if args.source is not None or any(k in given for k in PAPER_MODELS) or args.vtl:
+            raise UsageError(f"--task {task} takes one side a configuration: name the sides with --target "
+                             f"(drop --source, --vid_model, --text_model, -vtl)")
+        if args.target is None:
+            raise UsageError(f"--task {task}: name the side(s) with --target, e.g. --target efficientnet_lite0:img")
+        if "method" in given:
+            raise UsageError(f"--task {task} runs no matching method: drop --m")
+        options = [o for m in METHODS.values() for o in m.options_from_args(args)]
+        if options:
+            raise UsageError(f"--task {task} runs no matching method, so method options such as "
+                             f"--{options[0].replace('_', '-')} do not apply: drop them")
 
 
 def configs_from_args(args):
@@ -172,17 +220,22 @@ def configs_from_args(args):
         demo = DEMOS[args.demo]
         methods, vid_models, text_models = demo["methods"], demo["vid_models"], demo["text_models"]
         common.update(DEMO_DATA)
+    if TASKS[args.task].sides == 1 and not args.demo:
+        # one configuration a side, no method; sides that read the same once (swap:.50 is swap:0.5)
+        return [Config(method="", source=None, target=t, **common)
+                for t in dict.fromkeys(parse_side(t) for t in args.target)]
     if (args.source is None) != (args.target is None):
         raise UsageError("--source and --target go together (or use the paper's --text_model / --vid_model)")
     if args.source is not None and not args.demo:
         if args.vtl:
             raise UsageError("-vtl swaps the paper's model flags; with --source / --target name the sides directly")
-        targets = {parse_side(t) for t in args.target}
-        same = [s for s in args.source if parse_side(s) in targets]
+        sources = list(dict.fromkeys(parse_side(s) for s in args.source))
+        targets = list(dict.fromkeys(parse_side(t) for t in args.target))
+        same = [s for s in sources if s in targets]
         if same:
             raise UsageError(f"{same[0]} is both a source and a target: the run would match a file to itself")
         return [Config(method=m, source=s, target=t, options=options(m), **common)
-                for s, t, m in itertools.product(args.source, args.target, dict.fromkeys(methods))]
+                for s, t, m in itertools.product(sources, targets, dict.fromkeys(methods))]
     return [Config.paper(tm, vm, args.vtl, method=m, options=options(m), **common)
             for vm, tm, m in itertools.product(dict.fromkeys(vid_models), dict.fromkeys(text_models),
                                                dict.fromkeys(methods))]
@@ -212,9 +265,14 @@ def main(argv=None):
             rows = report.read_results(args.results_dir)
             if not rows:
                 raise DataError(f"{args.results_dir} holds no result CSVs: run some configurations first")
-            table_path, figure_path, text = report.write_report(rows, args.results_dir, x=args.x,
-                                                                figure_name=args.figure or "figure1.png")
-            print(f"{text}\n\nwrote {table_path}\nwrote {figure_path}")
+            performance = None
+            if args.performance is not None:
+                from src.correlations import read_performance
+                performance = read_performance(args.performance, args.performance_model, args.performance_score)
+            paths, text = report.write_full_report(rows, args.results_dir, x=args.x,
+                                                   figure_name=args.figure or "figure1.png",
+                                                   performance=performance)
+            print(text + "\n\n" + "\n".join(f"wrote {p}" for p in paths))
             return 0
         configs = configs_from_args(args)
         if launch:
@@ -246,11 +304,12 @@ def main(argv=None):
             table_path, figure_path, text = report.write_report(avgs, args.results_dir, x=args.x,
                                                                 figure_name=figure_name(args))
             print(text)
-            written += [f"wrote {table_path}", f"wrote {figure_path}"]
+            written += [f"wrote {p}" for p in (table_path, figure_path) if p is not None]
         else:
             print(report.format_table(report.build_table(avgs)))
-        chance = sorted({a["query_samples"] for a in avgs})
-        print("\nchance level of matching_acc and top_1: " + ", ".join(f"1/{q} = {1 / q:.2%}" for q in chance))
+        chance = sorted({a["query_samples"] for a in avgs if a["query_samples"] != ""})
+        if chance:
+            print("\nchance level of matching_acc and top_1: " + ", ".join(f"1/{q} = {1 / q:.2%}" for q in chance))
         print()
         if len(avgs) > 3:
             dirs = sorted({str(c.output_paths()[k].parent) for c in configs for k in ("seedwise", "results")})

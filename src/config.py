@@ -1,5 +1,7 @@
 """A configuration: one method (with its options) on one pair of sides, one task, one (base data, query data),
-seeds. Its identity (what changes the numbers) names its files and keys its rows in table.csv.
+seeds; for a one-sided task (``Task.sides == 1``, the probe) one target side, no source and no method. Its
+identity (what changes the numbers) names its files and keys its rows in table.csv; a side's perturbation
+(``~swap:0.5``) is part of the side's text, so of the identity.
 
 - ``Config.key()``: the run key, a hash of ``identity()``; the ``config`` column of every row and the end
   of the run's file name (``name()``, which keeps the paper's file names for paper-style runs).
@@ -17,7 +19,7 @@ from .errors import UsageError
 from .files import run_paths
 from .methods import METHODS, get_method
 from .metrics import MAX_PERMUTATIONS
-from .names import Side, check_path_part, dataset_tag, file_tag, parse_side
+from .names import Side, check_path_part, dataset_tag, file_tag, parse_side, perturbation_tag
 from .tasks import TASK_FLAGS, TASKS
 
 MAX_SEED = 2**32 - 1  # NumPy's legacy generator takes seeds in 0..2**32 - 1
@@ -29,8 +31,8 @@ def _hash(ident):
 
 @dataclass(frozen=True)
 class Config:
-    method: str
-    source: Side
+    method: str                  # "" for a one-sided task
+    source: Side                 # None for a one-sided task
     target: Side
     base_samples: int = 320
     query_samples: int = 500
@@ -48,7 +50,7 @@ class Config:
     seedwise_dir: str = "seedwise"
 
     def __post_init__(self):
-        object.__setattr__(self, "source", parse_side(self.source))
+        object.__setattr__(self, "source", None if self.source is None else parse_side(self.source))
         object.__setattr__(self, "target", parse_side(self.target))
         object.__setattr__(self, "seeds", tuple(self.seeds))
         if self.method in METHODS:  # an unknown method is refused by check()
@@ -64,9 +66,17 @@ class Config:
     # ---- what it is -----------------------------------------------------------------------------------
 
     @property
+    def one_sided(self):
+        """A task of one side (the probe): no source, no method."""
+        return self.task in TASKS and TASKS[self.task].sides == 1
+
+    @property
     def paper_style(self):
-        """Captions against images with no language: the paper's setting, named as the paper's code did."""
-        return (self.task == "captions" and not self.source.lang and not self.target.lang
+        """Captions against images with no language or perturbation: the paper's setting, named as the paper's
+        code did."""
+        return (self.task == "captions" and self.source is not None and not self.source.lang
+                and not self.target.lang and self.source.perturbation is None
+                and self.target.perturbation is None
                 and {self.source.modality, self.target.modality} == {"text", "img"})
 
     @property
@@ -78,12 +88,16 @@ class Config:
 
     def method_label(self):
         """The method's name, with the options that differ from its defaults: ``qap[restarts=50]``."""
+        if self.one_sided:
+            return ""
         defaults = get_method(self.method)().options()
         changed = [f"{k}={v}" for k, v in self.options if defaults.get(k) != v]
         return self.method + (f"[{','.join(changed)}]" if changed else "")
 
     def changed_options(self):
         """The options that differ from the method's defaults, as a JSON object (the CSV's method_options)."""
+        if self.one_sided:
+            return ""
         defaults = get_method(self.method)().options()
         return json.dumps({k: v for k, v in self.options if defaults.get(k) != v}, sort_keys=True) \
             if any(defaults.get(k) != v for k, v in self.options) else ""
@@ -92,7 +106,14 @@ class Config:
 
     def identity(self):
         """What changes the numbers (paths other than the data folder, and the device, do not). Paper-style
-        runs hash exactly the keys they always did, so their file names stay the same."""
+        runs hash exactly the keys they always did, so their file names stay the same. A one-sided task hashes
+        what it uses: its side, its data, its seeds."""
+        if self.one_sided:
+            ident = {"task": self.task, "target": self.target.text, "base_data": self.base_data,
+                     "seeds": list(self.seeds)}
+            if os.path.realpath(self.data_dir) != os.path.realpath("data"):
+                ident["data_dir"] = os.path.realpath(self.data_dir)
+            return ident
         ident = {k: v for k, v in asdict(self).items() if k in (
             "method", "base_samples", "query_samples", "clustering_mode", "base_data", "query_data", "stretch",
             "seeds", "base_seed")}
@@ -125,10 +146,13 @@ class Config:
     def _side_part(self, side):
         if self.paper_style:
             return file_tag(side.model)
-        return ".".join([file_tag(side.model), side.modality] + ([side.lang] if side.lang else []))
+        return ".".join([file_tag(side.model), side.modality] + ([side.lang] if side.lang else [])
+                        + ([perturbation_tag(side.perturbation)] if side.perturbation else []))
 
     def name(self):
         """A file name a reader recognises; the hash keeps two different configurations apart."""
+        if self.one_sided:
+            return "_".join([self.base_data, self._side_part(self.target), self.task, self.key()])
         uses = TASKS[self.task].uses
         parts = [dataset_tag(self.base_data), dataset_tag(self.query_data), self._side_part(self.source),
                  self._side_part(self.target),
@@ -155,6 +179,10 @@ class Config:
             raise UsageError(f"--task {self.task}: use one of {', '.join(TASKS)}")
         check_path_part(self.base_data, "--base_data")  # both become part of file names
         check_path_part(self.query_data, "--query_data")
+        if self.one_sided:
+            return self._check_one_sided()
+        if self.source is None:
+            raise UsageError(f"--task {self.task} matches two sides: give --source and --target")
         method = get_method(self.method)
         if self.clustering_mode not in (0, 1, 2):
             raise UsageError(f"--c {self.clustering_mode}: use 0 (random anchors), 1 (source clusters) or 2 "
@@ -170,11 +198,7 @@ class Config:
         if self.permutations == 1:
             raise UsageError("--permutations 1: a z-score needs the spread of at least 2 shuffles (use 20 or "
                              "more for a z-score worth reading)")
-        if not self.seeds:
-            raise UsageError("--seeds: give at least one seed")
-        if len(set(self.seeds)) != len(self.seeds) or not all(0 <= s <= MAX_SEED for s in self.seeds):
-            raise UsageError(f"--seeds {' '.join(map(str, self.seeds))}: give distinct seeds, each in 0..{MAX_SEED} "
-                             f"(a repeated seed would count twice in the average)")
+        self._check_seeds()
         if not 0 <= self.base_seed <= MAX_SEED:
             raise UsageError(f"--base-seed {self.base_seed}: use a seed in 0..{MAX_SEED}")
         task = TASKS[self.task]
@@ -188,3 +212,16 @@ class Config:
                              f"{', '.join(users) or 'none'}); drop {'it' if len(ignored) == 1 else 'them'}")
         task.check(self)
         method.check_config(self.base_samples)
+
+    def _check_seeds(self):
+        if not self.seeds:
+            raise UsageError("--seeds: give at least one seed")
+        if len(set(self.seeds)) != len(self.seeds) or not all(0 <= s <= MAX_SEED for s in self.seeds):
+            raise UsageError(f"--seeds {' '.join(map(str, self.seeds))}: give distinct seeds, each in 0..{MAX_SEED} "
+                             f"(a repeated seed would count twice in the average)")
+
+    def _check_one_sided(self):
+        if self.method:
+            raise UsageError(f"--task {self.task} runs no matching method: drop --m {self.method}")
+        self._check_seeds()
+        TASKS[self.task].check(self)

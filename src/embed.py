@@ -9,7 +9,7 @@ import contextlib
 import json
 import os
 import platform
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -22,6 +22,7 @@ from .errors import DataError, UsageError
 from .extraction import extract_class_texts, extract_layers, output_lock, remove_partial, resolve_batch_size
 from .files import Sidecar, file_digest, read_sidecar, save_embeddings, side_file
 from .names import FINAL, Side, check_path_part, parse_model
+from .perturb import image_perturbation, parse_input_perturbation, perturb_captions
 from .tvdatasets import ROOT_VAR as TV_ROOT_VAR
 from .tvdatasets import is_tv, load_tv_dataset, parse_tv_name
 
@@ -50,6 +51,8 @@ class EmbedOptions:
     skip_missing: bool = False
     overwrite: bool = False
     quiet: bool = False
+    perturb: Optional[str] = None   # an input perturbation KIND:LEVEL (src/perturb.py), written to its own file
+    perturb_seed: int = 0
 
     @classmethod
     def from_args(cls, args, dataset):
@@ -76,6 +79,22 @@ def _plan(opts: EmbedOptions, model):
     return base, layers, get_spec(base.base)
 
 
+def _perturbation(opts: EmbedOptions, modalities):
+    """The input perturbation of opts (None without --perturb), checked against the modalities the model has
+    (hf: ids know theirs only once loaded: then both, and checked again after loading)."""
+    if opts.perturb is None:
+        return None
+    perturb = parse_input_perturbation(opts.perturb, tuple(modalities) or ("img", "text"))
+    if not 0 <= opts.perturb_seed <= 2**32 - 1:
+        raise UsageError(f"--perturb-seed {opts.perturb_seed}: use a seed in 0..{2**32 - 1}")
+    return perturb
+
+
+def _wanted(perturb, modality):
+    """--perturb writes the files of the modality it perturbs only."""
+    return perturb is None or modality == perturb.spec.modality
+
+
 def check_model(opts: EmbedOptions, model):
     """Every check of a model request that loads nothing (the name, its layers flag, random:, --weights, the
     class texts of a class text file that exists)."""
@@ -84,6 +103,12 @@ def check_model(opts: EmbedOptions, model):
     for path in output_files(opts, model):
         if path.exists() and path.name.endswith("_text.pt"):
             check_class_text_file(path, opts)
+        if opts.perturb is not None and not opts.overwrite and path.exists():
+            sidecar = read_sidecar(path)
+            recorded = sidecar.perturbation if sidecar is not None else None
+            if recorded and recorded.get("seed") != opts.perturb_seed:
+                raise UsageError(f"{path} exists, made with --perturb-seed {recorded.get('seed')}: add --overwrite "
+                                 f"to replace it with seed {opts.perturb_seed}")
 
 
 def _describe_class_texts(source):
@@ -112,10 +137,12 @@ def check_class_text_file(path, opts: EmbedOptions):
 
 
 def output_files(opts: EmbedOptions, model):
-    """The files a model writes: one per layer and modality of its spec."""
+    """The files a model writes: one per layer and modality of its spec (with --perturb: of the modality it
+    perturbs)."""
     base, layers, spec = _plan(opts, model)
-    return [side_file(opts.data_dir, opts.name, Side(base.at(layer).text, m))
-            for layer in layers for m in spec.modalities]
+    perturb = _perturbation(opts, spec.modalities)
+    return [side_file(opts.data_dir, opts.name, Side(base.at(layer).text, m, perturbation=perturb))
+            for layer in layers for m in spec.modalities if _wanted(perturb, m)]
 
 
 def _versions():
@@ -180,15 +207,23 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
     skipped unless opts.overwrite. Returns the lines to print (what was written or skipped; --list-layers:
     the module paths); ranks other than 0 write nothing and return []."""
     base, layers, spec = _plan(opts, model)
+    perturb = _perturbation(opts, spec.modalities)
 
     def path(layer, modality):
-        return side_file(opts.data_dir, opts.name, Side(base.at(layer).text, modality))
+        return side_file(opts.data_dir, opts.name, Side(base.at(layer).text, modality, perturbation=perturb))
 
     dataset = dataset if dataset is not None else open_dataset(opts)
     check_with_dataset(opts, model, dataset)
     classes = isinstance(dataset, ClassesDataset)
+    if perturb is not None and perturb.spec.modality == "text":
+        if classes:
+            raise UsageError(f"--perturb {perturb}: caption perturbations need a captions dataset (--captions "
+                             f"FILE); a classification dataset's text rows are class texts")
+        dataset = replace(dataset, captions=perturb_captions(dataset.captions, perturb, opts.perturb_seed))
     with quiet_output(opts.quiet):  # weights loading prints and draws progress bars
         encoder = load_encoder(base, device, opts.weights)
+    if perturb is not None:
+        parse_input_perturbation(opts.perturb, encoder.modalities)
     taps = taps_of(layers)
     encoder.check_layers(taps)  # before any extraction: a typo costs nothing
     if opts.list_layers or taps:
@@ -202,14 +237,14 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
         return lines
     # which layers each modality runs (CLIP's vision layers are not run for text)
     runs = {m: [l for l in layers if l == FINAL or isinstance(traces[m].get(l), tuple)]
-            for m in encoder.modalities}
+            for m in encoder.modalities if _wanted(perturb, m)}
     unrun = [l for l in taps if not any(l in v for v in runs.values())]
     if unrun:
         raise UsageError(f"{base}: layer(s) {', '.join(unrun)} give no tensor when it computes its rows "
                          f"(see --list-layers)")
     if classes and taps_of(runs.get("text", [])):  # a two-tower model's text taps
         raise _no_class_text_taps()
-    outputs = [path(layer, m) for layer in layers for m in spec.modalities]
+    outputs = [path(layer, m) for layer in layers for m in spec.modalities if _wanted(perturb, m)]
     # rank 0 holds a lock beside each output: a second extraction of it is refused, so neither can discard or
     # delete the other's chunks
     with output_lock(outputs) if rank == 0 else contextlib.nullcontext():
@@ -227,9 +262,12 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
                 rows = {FINAL: extract_class_texts(encoder, dataset, batch_size, opts.precision,
                                                    progress=not opts.quiet and rank == 0)}
             else:
+                image_perturb = (image_perturbation(perturb, opts.perturb_seed)
+                                 if perturb is not None and modality == "img" else None)
                 rows = extract_layers(encoder, dataset, modality, todo, batch_size, opts.num_workers,
                                       opts.precision, opts.chunk_size, rank, world, progress=not opts.quiet,
-                                      fresh=opts.overwrite)
+                                      fresh=opts.overwrite, perturb=image_perturb,
+                                      perturbation=perturb.record(opts.perturb_seed) if perturb else None)
             if rank != 0:
                 continue
             for layer, out in todo.items():
@@ -248,6 +286,8 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
                 if classes:
                     fields_.update(dataset.sidecar_fields(modality))
+                if perturb is not None:
+                    fields_["perturbation"] = perturb.record(opts.perturb_seed)
                 save_embeddings(rows[layer], out, Sidecar(**fields_))
                 remove_partial(out)
                 lines.append(f"wrote {out} ({rows[layer].shape[0]} x {rows[layer].shape[1]})")

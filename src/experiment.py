@@ -3,7 +3,9 @@
 Configurations that differ only by method (and its options) form a group: their sides are loaded once, and
 per seed the task draws anchors and queries once and the alignment metrics (``src/metrics.py``) are computed
 once; then each method builds its graph, retrieval top-1/5/10 (-1 without a graph, as the paper's qap rows)
-and matching accuracy. Every configuration writes its own CSVs, as the paper's run.py did.
+and matching accuracy. A one-sided task (``Task.sides == 1``, the probe) has no method: per seed it fills its
+own score columns and leaves the matching and metric columns empty. Every configuration writes its own CSVs,
+as the paper's run.py did.
 """
 import csv
 import fcntl
@@ -11,7 +13,7 @@ import io
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from . import metrics
 from .config import Config
 from .errors import DataError, UsageError
 from .files import SUMMARY_NAME, atomic_write_text
+from .names import parse_side
 from .retrieval import get_retrieval
 from .sides import load_side, require_distinct
 from .tasks import TASKS
@@ -72,16 +75,18 @@ class Group:
 
 
 class SideCache:
-    """Every side file is read once per process, however many configurations use it."""
+    """Every side file is read once per process, however many configurations use it (the levels of a row
+    perturbation share the unperturbed file)."""
 
     def __init__(self, data_dir):
         self.data_dir, self.loaded = data_dir, {}
 
     def __call__(self, dataset, side):
-        key = (dataset, side)
+        side = parse_side(side)
+        key = (dataset, side.file_side)
         if key not in self.loaded:
-            self.loaded[key] = load_side(self.data_dir, dataset, side)
-        return self.loaded[key]
+            self.loaded[key] = load_side(self.data_dir, dataset, side.file_side)
+        return replace(self.loaded[key], side=side)
 
 
 def check_output_dirs(*dirs):
@@ -124,6 +129,8 @@ def prepare(configs):
         cfg = group.first
         load = caches.setdefault(cfg.data_dir, SideCache(cfg.data_dir))
         group.state = TASKS[cfg.task].prepare(cfg, load)
+        if cfg.one_sided:
+            continue
         same_space = [c.method for c in group.configs if c.method_instance().same_space]
         d_source, d_target = group.state.dims
         if same_space and d_source != d_target:
@@ -147,14 +154,19 @@ def group_configs(configs):
 # ----------------------------------------------------------------------------------------------------------
 
 def _common(cfg: Config, n_queries):
-    return {"Base data": cfg.base_data, "Query data": cfg.query_data, "Source model": cfg.source.model,
-            "Target model": cfg.target.model, "method": cfg.method, "base_samples": cfg.base_samples,
-            "query_samples": n_queries, "clustering_mode": cfg.clustering_mode, "stretch": cfg.stretch,
-            "task": cfg.task, "source_side": cfg.source.text, "target_side": cfg.target.text,
-            "source_modality": cfg.source.modality, "source_lang": cfg.source.lang or "",
-            "target_modality": cfg.target.modality, "target_lang": cfg.target.lang or "",
-            "data_dir": cfg.data_dir, "group": cfg.group(), "method_options": cfg.changed_options(),
-            "seeds": " ".join(map(str, cfg.seeds)), "base_seed": cfg.base_seed, "permutations": cfg.permutations}
+    """The columns that say what a row is; a one-sided task leaves the source, the method and the flags it
+    does not use empty."""
+    source, used = cfg.source, not cfg.one_sided
+    return {"Base data": cfg.base_data, "Query data": cfg.query_data if used else "",
+            "Source model": source.model if source else "", "Target model": cfg.target.model,
+            "method": cfg.method, "base_samples": cfg.base_samples if used else "",
+            "query_samples": n_queries, "clustering_mode": cfg.clustering_mode if used else "",
+            "stretch": cfg.stretch, "task": cfg.task, "source_side": source.text if source else "",
+            "target_side": cfg.target.text, "source_modality": source.modality if source else "",
+            "source_lang": (source.lang if source else "") or "", "target_modality": cfg.target.modality,
+            "target_lang": cfg.target.lang or "", "data_dir": cfg.data_dir, "group": cfg.group(),
+            "method_options": cfg.changed_options(), "seeds": " ".join(map(str, cfg.seeds)),
+            "base_seed": cfg.base_seed if used else "", "permutations": cfg.permutations}
 
 
 def check_draw(draw, cfg, seed):
@@ -203,6 +215,8 @@ def run_group(group: Group, device, progress=True):
     task = TASKS[cfg0.task]
     declared = [c.name for c in task.columns]
     created = datetime.now(UTC).isoformat(timespec="seconds")
+    if cfg0.one_sided:
+        return [_run_one_sided(cfg, task, group.state, device, created) for cfg in group.configs]
     methods = {cfg: cfg.method_instance() for cfg in group.configs}
     rows = {cfg: [] for cfg in group.configs}
     for seed in cfg0.seeds:
@@ -232,6 +246,28 @@ def run_group(group: Group, device, progress=True):
                          cfg.target, seed, acc, top_1, seconds)
             rows[cfg].append(row)
     return [(cfg, r, average(r, cfg.permutations, cfg.task)) for cfg, r in rows.items()]
+
+
+def _run_one_sided(cfg, task, state, device, created):
+    """A one-sided configuration: per seed the task's own score columns, no draw, metrics or matching."""
+    declared = [c.name for c in task.columns]
+    rows = []
+    for seed in cfg.seeds:
+        t0 = time.perf_counter()
+        scores = task.score(state, cfg, seed, device)
+        undeclared = sorted(set(scores) - set(declared))
+        if undeclared:
+            raise TypeError(f"task {task.name} scored column(s) {undeclared} that it does not declare in its "
+                            f"columns")
+        seconds = time.perf_counter() - t0
+        row = dict(_common(cfg, ""), seed1="", seed2=seed, **{c: "" for c in METRIC_COLUMNS},
+                   **{c: "" for c in metrics.metric_columns(cfg.permutations)},
+                   **{c: scores.get(c, "") for c in declared}, restarts="", device=str(device),
+                   seconds=round(seconds, 3), created=created, config=cfg.key(), objective="")
+        _logger.info("%s %s seed %s: %s (%.1f s)", task.name, cfg.target, seed,
+                     ", ".join(f"{c} {v:.4f}" for c, v in scores.items()), seconds)
+        rows.append(row)
+    return cfg, rows, average(rows, cfg.permutations, cfg.task)
 
 
 def average(rows, permutations=0, task="captions"):

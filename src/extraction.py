@@ -265,9 +265,11 @@ def output_lock(paths):
             handle.close()
 
 
-def fingerprint(encoder, dataset, modality, chunk_size, precision, layer=FINAL):
+def fingerprint(encoder, dataset, modality, chunk_size, precision, layer=FINAL, perturbation=None):
     key = [encoder.name, str(encoder.source), dataset.name, list(map(str, dataset.ids)), modality, chunk_size,
            precision] + ([] if layer == FINAL else [layer])  # final keeps the fingerprint it always had
+    if perturbation is not None:  # another seed's chunks are not this file's
+        key.append(perturbation)
     return hashlib.sha1(json.dumps(key).encode()).hexdigest()
 
 
@@ -280,11 +282,14 @@ def extract(encoder, dataset, modality, out_path, batch_size=32, num_workers=4, 
 
 
 def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_workers=4, precision="fp32",
-                   chunk_size=512, rank=0, world_size=1, progress=True, fresh=False):
+                   chunk_size=512, rank=0, world_size=1, progress=True, fresh=False, perturb=None,
+                   perturbation=None):
     """outputs: {layer: final file path} (``final``: the model's usual row). One forward pass a batch serves
     every layer. batch_size: images (their captions, for text) a batch, or "auto" (resolve_batch_size).
-    fresh (--overwrite): discard the chunks a killed run saved. Returns {layer: N x D float32 on the CPU} on
-    rank 0, None on the other ranks."""
+    fresh (--overwrite): discard the chunks a killed run saved. perturb: (model input batch, its dataset rows)
+    -> perturbed batch, for an image input perturbation (``perturb.image_perturbation``; captions are
+    perturbed in the dataset before); perturbation: its record, part of the chunks' fingerprint. Returns
+    {layer: N x D float32 on the CPU} on rank 0, None on the other ranks."""
     layers = list(outputs)
     batch_size = resolve_batch_size(batch_size, encoder.device, modality)
     num_workers = resolve_num_workers(num_workers, encoder.device)
@@ -295,8 +300,9 @@ def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_worke
     n = len(dataset)
     chunks = _chunks(n, chunk_size)
     digests = chunk_inputs(dataset, modality, chunks)
-    partials = {layer: _Partial(path, fingerprint(encoder, dataset, modality, chunk_size, precision, layer),
-                                digests) for layer, path in outputs.items()}
+    partials = {layer: _Partial(path, fingerprint(encoder, dataset, modality, chunk_size, precision, layer,
+                                                  perturbation), digests)
+                for layer, path in outputs.items()}
     for partial in partials.values():
         partial.prepare(rank, fresh)
     if world_size > 1:
@@ -338,7 +344,8 @@ def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_worke
                     if error is e:
                         raise
                     raise error from None
-                finish(k, encoder.encode("img", encoder.prepare(pixels), layers))
+                x = encoder.prepare(pixels)
+                finish(k, encoder.encode("img", x if perturb is None else perturb(x, b), layers))
                 bar.update(len(b))
             del it  # shuts the workers (or the loading thread) down
         else:

@@ -5,6 +5,10 @@ Files (``data_dir`` defaults to ``data/``, results to ``results/`` and ``seedwis
 - ``{data_dir}/{dataset_tag(dataset)}[-{lang}]_{file_tag(model)}_{img|text}.pt``: a plain float32 N x D tensor (loadable
   exactly like the paper's files), and beside it ``.json``, its sidecar (``Sidecar``): which model, pooling,
   dataset and image ids (in row order), classes and labels produced it.
+- ``..._{img|text}~{KIND}~{LEVEL}.pt``: the rows of an input perturbation (``src/perturb.py``; get_embeds.py
+  --perturb), its sidecar recording kind, level and seed. Such a name ends in a number, never in ``_img`` or
+  ``_text``, and ``~`` appears in no escaped model name (``names.file_tag``), so it cannot be another model's
+  file. A row perturbation (``~swap:0.5``) reads the unperturbed file.
 - ``..._{img|text}_cluster.pt``: anchor row indices (1-D int64), its sidecar ties it to the embeddings it was
   made from (their digest).
 - ``{results_dir}/{run name}.csv`` (averaged over seeds), ``{seedwise_dir}/{run name}.csv`` (a row per
@@ -31,7 +35,7 @@ from typing import Optional
 import torch
 
 from .errors import DataError, reason, unreadable_why
-from .names import check_path_part, dataset_tag, file_tag, parse_model, parse_side
+from .names import check_path_part, dataset_tag, file_tag, parse_model, parse_side, perturbation_tag
 
 SIDECAR_VERSION = 2
 
@@ -41,11 +45,13 @@ SIDECAR_VERSION = 2
 # ----------------------------------------------------------------------------------------------------------
 
 def side_file(data_dir, dataset, side, cluster=False):
-    """The file of a side (``MODEL:MODALITY[:LANG]``, a Side or its text) of a dataset:
-    ``{data_dir}/{dataset_tag(dataset[-lang])}_{file_tag(model)}_{modality}[_cluster].pt``."""
-    side = parse_side(side)
+    """The file of a side (``MODEL:MODALITY[:LANG][~KIND:LEVEL]``, a Side or its text) of a dataset:
+    ``{data_dir}/{dataset_tag(dataset[-lang])}_{file_tag(model)}_{modality}[~{KIND}~{LEVEL}][_cluster].pt``; the
+    input kinds only (a row perturbation's rows are the unperturbed file's)."""
+    side = parse_side(side).file_side
     check_path_part(dataset, "dataset")
     name = (f"{dataset_tag(side.dataset(dataset))}_{file_tag(side.model)}_{side.modality}"
+            + (f"~{perturbation_tag(side.perturbation)}" if side.perturbation else "")
             + ("_cluster" if cluster else ""))
     return Path(data_dir) / f"{name}.pt"
 
@@ -54,8 +60,8 @@ def sidecar_path(path):
     return Path(path).with_suffix(".json")
 
 
-SUMMARY_NAME, TABLE_NAME = "summary.csv", "table.csv"
-NOT_RESULTS = {SUMMARY_NAME, TABLE_NAME}  # CSVs in results/ that are not one run's averaged row
+SUMMARY_NAME, TABLE_NAME, CORRELATIONS_NAME = "summary.csv", "table.csv", "correlations.csv"
+NOT_RESULTS = {SUMMARY_NAME, TABLE_NAME, CORRELATIONS_NAME}  # CSVs in results/ that are not one run's averaged row
 
 
 def run_paths(results_dir, seedwise_dir, name):
@@ -115,6 +121,8 @@ class Sidecar:
     descriptions_file: str | None = None       # text rows: --descriptions (then templates is None)
     descriptions_digest: str | None = None     # sha1 of that file's bytes
     split: str | None = None                # tv: datasets: the split read (None: the class has no splits)
+    # input perturbations (get_embeds.py --perturb): kind, level, seed, stage, meaning (perturb.Perturbation.record)
+    perturbation: Optional[dict] = None
     # cluster files
     embeddings: Optional[str] = None        # the embeddings file's name
     digest: Optional[str] = None            # sha1 of the embeddings tensor's bytes
@@ -177,6 +185,9 @@ class Sidecar:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                 bad(name, "a whole number")
+        if self.perturbation is not None and not (isinstance(self.perturbation, dict)
+                                                  and {"kind", "level"} <= set(self.perturbation)):
+            bad("perturbation", "an object with kind and level")
         for name in ("digest", "task_data", "model", "embeddings", "kind", "descriptions_digest"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 bad(name, "a string")
@@ -217,18 +228,21 @@ def write_sidecar(path, sidecar: Sidecar):
 # Commands that make a missing file (for messages)
 # ----------------------------------------------------------------------------------------------------------
 
-def get_embeds_command(dataset, model, path=None):
+def get_embeds_command(dataset, model, path=None, perturbation=None, kind_from=None):
     """The command that writes an embeddings file. ``path``: that file, to name its folder (--data-dir when
     it is not data/), to read its sidecar (a classification dataset takes --images ROOT alone; its class
     texts may come from --descriptions) and, when it exists but is unusable, to add --overwrite (without it
-    get_embeds.py would skip the file)."""
+    get_embeds.py would skip the file). ``perturbation``: an input perturbation's ``KIND:LEVEL`` (--perturb);
+    ``kind_from``: another file of the dataset whose sidecar says its kind (the unperturbed one, when the
+    perturbed file does not exist yet)."""
     cmd = f"python get_embeds.py --m {shlex.quote(str(model))} --d {shlex.quote(str(dataset))}"
     side = None
-    if path is not None:
-        try:
-            side = read_sidecar(path)
-        except DataError:
-            pass
+    for known in (path, kind_from):
+        if known is not None and side is None:
+            try:
+                side = read_sidecar(known)
+            except DataError:
+                pass
     classes = side is not None and side.task_data == "classes"
     if str(dataset).startswith("tv:"):
         cmd += " --images ROOT"  # or TORCHVISION_ROOT
@@ -236,6 +250,8 @@ def get_embeds_command(dataset, model, path=None):
         cmd += " --images ROOT" if classes else " --images DIR --captions FILE"
     if classes and side.descriptions_file:
         cmd += f" --descriptions {shlex.quote(side.descriptions_file)}"
+    if perturbation is not None:
+        cmd += f" --perturb {perturbation}"
     if path is not None:
         if Path(path).parent != Path("data"):
             cmd += f" --data-dir {shlex.quote(str(Path(path).parent))}"
@@ -244,7 +260,7 @@ def get_embeds_command(dataset, model, path=None):
     return cmd
 
 
-def make_hint(dataset, model, path):
+def make_hint(dataset, model, path, perturbation=None, kind_from=None):
     """How to make (again) the embeddings file ``path``: the get_embeds.py command, or, for a model that
     get_embeds.py does not know (a file made elsewhere), where to put it: never a command that is refused."""
     from .encoders import get_spec  # the registry, only for this message
@@ -254,12 +270,12 @@ def make_hint(dataset, model, path):
     except UsageError:
         return (f"{model} is not a model get_embeds.py knows (python get_embeds.py --help lists them), so this "
                 f"file was made elsewhere: make it again the way it was made, as {path}")
-    return f"make it with: {get_embeds_command(dataset, model, path)}"
+    return f"make it with: {get_embeds_command(dataset, model, path, perturbation, kind_from)}"
 
 
-def cluster_command(dataset, model, modality, n_clusters, data_dir="data"):
+def cluster_command(dataset, model, modality, n_clusters, data_dir="data", perturbation=None):
     cmd = (f"python cluster.py --m {shlex.quote(str(model))} --d {shlex.quote(str(dataset))} --nc {n_clusters}"
-           + (" -t" if modality == "text" else ""))
+           + (" -t" if modality == "text" else "") + (f" --perturb {perturbation}" if perturbation else ""))
     return cmd + (f" --data-dir {shlex.quote(str(data_dir))}" if Path(data_dir) != Path("data") else "")
 
 

@@ -6,20 +6,23 @@ A model name is ``[random:]BASE[@LAYER]``: BASE is a registry name (``efficientn
 by its ``named_modules()`` path (``@final``, or no ``@``, is the model's usual row); ``random:`` keeps the
 architecture and preprocessing with weights freshly initialised after ``torch.manual_seed(0)``.
 
-A side is what one embedding file holds: ``MODEL:MODALITY[:LANG]``, parsed from the right (MODALITY is
-``img`` or ``text``), so ``hf:org/x@blocks.3:img`` stays whole.
+A side is what one embedding file holds, perhaps perturbed: ``MODEL:MODALITY[:LANG][~KIND:LEVEL]``, parsed from
+the right: the ``~`` suffix first (``src/perturb.py``: its kinds and levels), then the language and the modality
+(``img`` or ``text``), so ``hf:org/x@blocks.3:img`` stays whole. ``~`` in a side always starts the perturbation.
+LANG names a variant of the dataset's text: the side reads the dataset ``{data}-{LANG}`` (a language,
+``flickr1k-de``, or a set of class descriptions, ``caltech101-informative``), whose rows pair with ``{data}``'s
+images by id or class.
 
 Every name that becomes part of a path (dataset names, languages, run names, the figure's file name) goes
 through ``check_path_part``: one rule, so no name can reach outside its folder. Model names go through
-``file_tag``, which escapes every character that could. LANG names a variant of the dataset's
-text: the side reads the dataset ``{data}-{LANG}`` (a language, ``flickr1k-de``, or a set of class
-descriptions, ``caltech101-informative``), whose rows pair with ``{data}``'s images by id or class.
+``file_tag``, which escapes every character that could.
 """
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from .errors import UsageError
+from .perturb import INPUT, Perturbation, parse_perturbation
 
 FINAL = "final"
 RANDOM = "random:"
@@ -122,12 +125,19 @@ def dataset_tag(dataset):
     return "".join(_DATASET_ESCAPES.get(ch, ch) for ch in str(dataset))
 
 
+def perturbation_tag(perturbation):
+    """The file-name part of a perturbation, escaped as model names: ``drop:0.25`` -> ``drop~0.25``."""
+    return _escape(parse_perturbation(perturbation).text)
+
+
 @dataclass(frozen=True)
 class Side:
-    """One embedding file's worth of rows: a model, a modality and (for text) an optional language."""
+    """One embedding file's worth of rows: a model, a modality, (for text) an optional language, and an optional
+    perturbation (a row kind: the file's rows perturbed by run.py; an input kind: a file of its own)."""
     model: str
     modality: str
     lang: Optional[str] = None
+    perturbation: Optional[Perturbation] = None
 
     def __post_init__(self):
         object.__setattr__(self, "model", parse_model(self.model).text)
@@ -136,10 +146,30 @@ class Side:
         if self.lang is not None and not _LANG.fullmatch(str(self.lang)):
             raise UsageError(f"side {self.model}:{self.modality}:{self.lang}: a language is letters and digits, "
                              f"parts joined by - (e.g. de, zh, pt-BR); it becomes part of a file name")
+        if self.perturbation is not None:
+            p = parse_perturbation(self.perturbation)
+            object.__setattr__(self, "perturbation", p)
+            if p.spec.modality not in (None, self.modality):
+                raise UsageError(f"side {self.text}: {p.kind} perturbs "
+                                 f"{'captions' if p.spec.modality == 'text' else 'images'}, so it needs a "
+                                 f"MODEL:{p.spec.modality} side")
 
     @property
     def text(self):
-        return f"{self.model}:{self.modality}" + (f":{self.lang}" if self.lang else "")
+        return (f"{self.model}:{self.modality}" + (f":{self.lang}" if self.lang else "")
+                + (f"~{self.perturbation.text}" if self.perturbation else ""))
+
+    @property
+    def unperturbed(self):
+        """The same side without its perturbation."""
+        return replace(self, perturbation=None)
+
+    @property
+    def file_side(self):
+        """The side whose file holds this side's rows: a row perturbation reads the unperturbed file, an input
+        perturbation its own."""
+        p = self.perturbation
+        return self if p is None or p.stage == INPUT else self.unperturbed
 
     def dataset(self, dataset):
         """The dataset name this side reads: ``flickr1k`` + ``de`` -> ``flickr1k-de``."""
@@ -150,13 +180,20 @@ class Side:
 
 
 def parse_side(text) -> Side:
-    """``MODEL:MODALITY[:LANG]`` -> Side, parsed from the right."""
+    """``MODEL:MODALITY[:LANG][~KIND:LEVEL]`` -> Side, parsed from the right: the perturbation first."""
     if isinstance(text, Side):
         return text
-    parts = str(text).split(":")
+    rest, tilde, perturbation = str(text).rpartition("~")
+    if not tilde:
+        rest = perturbation
+    try:
+        perturbation = parse_perturbation(perturbation) if tilde else None
+    except UsageError as e:
+        raise UsageError(f"side {text!r}: {e}")
+    parts = rest.split(":")
     if len(parts) >= 2 and parts[-1] in MODALITIES:
-        return Side(":".join(parts[:-1]), parts[-1])
+        return Side(":".join(parts[:-1]), parts[-1], perturbation=perturbation)
     if len(parts) >= 3 and parts[-2] in MODALITIES and parts[-1]:
-        return Side(":".join(parts[:-2]), parts[-2], parts[-1])
-    raise UsageError(f"side {text!r}: write MODEL:img, MODEL:text or MODEL:text:LANG "
-                     f"(e.g. minilm:text, efficientnet_lite2:img, use:text:de)")
+        return Side(":".join(parts[:-2]), parts[-2], parts[-1], perturbation=perturbation)
+    raise UsageError(f"side {text!r}: write MODEL:img, MODEL:text or MODEL:text:LANG, optionally ~KIND:LEVEL "
+                     f"(e.g. minilm:text, efficientnet_lite2:img, use:text:de, mpnet:text~swap:0.5)")

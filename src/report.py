@@ -2,12 +2,14 @@
 
 ``read_results`` -> rows (dicts) -> ``build_table``: one row per group (``Config.group()``: everything a run
 hashes but its method and the method's options; the ``group`` column), shown by ``KEY_COLUMNS`` (task, both
-sides with layer and language, data, anchors, clustering, seeds, data folder), so a classes run and a
-captions run of the same models, two languages or two data folders stay apart; one column per method label
-(the method and its non-default options, ``qap[restarts=50]``). Repeated runs of one (group, method label)
-count once: the latest ``created``. ``draw_figure`` plots matching accuracy against an alignment metric,
-``write_report`` writes ``table.csv`` and the figure. A task's score columns (``image_acc``) come from the
-task registry.
+sides with layer, language and perturbation, data, anchors, clustering, seeds, data folder), so a classes run
+and a captions run of the same models, two languages, two perturbation levels or two data folders stay apart;
+one column per method label (the method and its non-default options, ``qap[restarts=50]``). A one-sided task's
+rows (the probe: no method) fill its score columns as they are (``probe_acc``). Repeated runs of one (group,
+method label) count once: the latest ``created``. ``draw_figure`` plots matching accuracy against an alignment
+metric, ``write_report`` writes ``table.csv`` and the figure; ``write_full_report`` (run.py --report) also the
+correlations (``src/correlations.py``, with a joined performance table) and the control figures
+(``src/control_figures.py``). A task's score columns (``image_acc``) come from the task registry.
 
 Older result files lack some columns: a missing ``task`` is ``captions``, a missing side is the row's
 ``Source model`` / ``Target model``, a missing group is the key columns, missing metrics are left out.
@@ -23,11 +25,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import metrics
+from . import control_figures, metrics
+from .correlations import correlation_table, format_correlations, join_performance
 from .errors import DataError, UsageError
-from .files import NOT_RESULTS, TABLE_NAME, atomic_write_bytes
+from .files import CORRELATIONS_NAME, NOT_RESULTS, TABLE_NAME, atomic_write_bytes, atomic_write_text
 from .names import FINAL, parse_model, parse_side
 from .tasks import score_columns
+
+PERTURBATION_FIGURE, PERFORMANCE_FIGURE = "perturbation.png", "performance.png"
 
 _logger = logging.getLogger(__name__)
 
@@ -120,7 +125,10 @@ def row_key(row):
 
 
 def method_label(row):
-    """A row's method with its non-default options (the ``method_options`` JSON): ``qap[restarts=50]``."""
+    """A row's method with its non-default options (the ``method_options`` JSON): ``qap[restarts=50]``; ""
+    for a one-sided task's row (no method)."""
+    if _missing(row.get("method")):
+        return ""
     method = str(_plain(row.get("method")))
     options = row.get("method_options")
     if _missing(options):
@@ -156,11 +164,17 @@ SIDE_KEYS = ("source_side", "target_side")
 
 def _side_sort(side):
     """Sides in reading order: models by name, a model's layers in depth order with its final row last,
-    controls (pixels, random:) after the models."""
+    controls (pixels, random:) after the models; a side's perturbations after it, by kind and level."""
     mn = _model(_side_model(side))
     if mn is None:
-        return (1, (), (), _natural(str(side)))
-    return (int(is_control(mn.text)), _natural(mn.base), natural_layer_key(mn.layer), _natural(str(side)))
+        return (1, (), (), (), _natural(str(side)))
+    try:
+        p = parse_side(side).perturbation
+    except UsageError:
+        p = None
+    pert = () if p is None else (p.kind, float(p.level))
+    return (int(is_control(mn.text)), _natural(mn.base), natural_layer_key(mn.layer), pert,
+            _natural(str(parse_side(side).unperturbed) if p else str(side)))
 
 
 def _method_order(labels):
@@ -176,7 +190,7 @@ def _method_order(labels):
 
 def _score_suffixes():
     """(title, column suffix, row column) of the per-method blocks: matching accuracy, top-1, then every
-    task's score columns (``{method}_{column}``)."""
+    two-sided task's score columns (``{method}_{column}``)."""
     return ([("matching accuracy", "_acc", "matching_acc"), ("top-1", "_top1", "top_1")]
             + [(c.title, f"_{c.name}", c.name) for c in score_columns()])
 
@@ -185,7 +199,8 @@ def build_table(rows):
     """One row per group: the key (``KEY_COLUMNS``, then ``group``), the alignment metric columns present,
     then for each method label ``{label}_acc`` (matching_acc), ``{label}_top1`` (top_1; absent for methods
     without a ranking, e.g. qap's -1) and ``{label}_{column}`` for each task score column the rows have
-    (``image_acc``). Rows sorted by key.
+    (``image_acc``), then the one-sided tasks' score columns the rows have, as they are (``probe_acc``). Rows
+    sorted by key.
     """
     latest = {}  # key -> method label -> ((created, order), row)
     for order, row in enumerate(rows):
@@ -197,7 +212,7 @@ def build_table(rows):
 
     all_metric_cols = metrics.metric_columns(1)
     metric_cols = [c for c in all_metric_cols if any(c in row for row in rows)]
-    labels = _method_order({m for slot in latest.values() for m in slot})
+    labels = _method_order({m for slot in latest.values() for m in slot if m})
     picked = [(label, row) for slot in latest.values() for label, (_, row) in slot.items()]
 
     def has(label, col, ok=lambda v: True):
@@ -210,6 +225,9 @@ def build_table(rows):
             if src == "matching_acc" or has(m, src, (lambda v: v >= 0) if src == "top_1" else (lambda v: True)):
                 method_cols.append((f"{m}{suffix}", m, src))  # top_1 -1 marks a method with no ranking
 
+    plain_cols = [c.name for c in score_columns(sides=1)
+                  if any(lab == "" and not math.isnan(_number(r.get(c.name))) for lab, r in picked)]
+
     out = []
     for key, slot in latest.items():
         group = [slot[m][1] for m in labels if m in slot]
@@ -221,16 +239,20 @@ def build_table(rows):
         for col, m, src in method_cols:
             v = _number(slot[m][1].get(src)) if m in slot else float("nan")
             rec[col] = float("nan") if src == "top_1" and v < 0 else v
+        for c in plain_cols:
+            rec[c] = _number(slot[""][1].get(c)) if "" in slot else float("nan")
         out.append(rec)
     out.sort(key=lambda rec: [_side_sort(rec[c]) if c in SIDE_KEYS else _sort_value(rec[c])
                               for c in KEY_COLUMNS + [GROUP]])  # stable
-    return pd.DataFrame(out, columns=KEY_COLUMNS + [GROUP] + metric_cols + [c for c, _, _ in method_cols])
+    return pd.DataFrame(out, columns=KEY_COLUMNS + [GROUP] + metric_cols + [c for c, _, _ in method_cols]
+                        + plain_cols)
 
 
 def table_methods(table):
     """The method labels of a table, in column order (from its ``{label}_acc`` columns; a task score column
     that ends in ``_acc``, as ``{label}_image_acc``, is not a method)."""
-    accs = [c[:-len("_acc")] for c in table.columns if c.endswith("_acc")]
+    plain = {c.name for c in score_columns(sides=1)}
+    accs = [c[:-len("_acc")] for c in table.columns if c.endswith("_acc") and c not in plain]
     scores = [f"_{c.name}"[:-len("_acc")] for c in score_columns() if c.name.endswith("_acc")]
     return [m for m in accs if not any(m.endswith(s) and m[:-len(s)] in accs for s in scores)]
 
@@ -329,7 +351,7 @@ def layer_series(table, vary=None):
     for idx, side in table[vary].items():
         model = _side_model(side)
         mn = _model(model)
-        if mn is None or is_control(model):
+        if mn is None or is_control(model) or "~" in str(side):  # a perturbed side is no layer of a series
             continue
         key = (mn.base, tuple(table.at[idx, c] for c in rest))
         series.setdefault(key, []).append((natural_layer_key(mn.layer), idx))
@@ -383,9 +405,11 @@ def draw_figure(table, path, x="kernel_cka", title=None):
         xv = pd.to_numeric(table.at[idx, x], errors="coerce")
         if not ys or pd.isna(xv):
             continue
-        label = short_label(_side_model(table.at[idx, vary]))
+        def name(side):  # a perturbed side keeps its perturbation
+            return side_label(side) if "~" in str(side) else short_label(_side_model(side))
+        label = name(table.at[idx, vary])
         if both_vary:
-            label = f"{short_label(_side_model(table.at[idx, other]))} | {label}"
+            label = f"{name(table.at[idx, other])} | {label}"
         ax.annotate(label, (xv, max(ys)), xytext=(4, 3), textcoords="offset points", fontsize=7)
     if any_control:
         ax.scatter([], [], color="gray", marker="x", label="control (pixels, random:)")
@@ -409,12 +433,14 @@ def draw_figure(table, path, x="kernel_cka", title=None):
 # ----------------------------------------------------------------------------------------------------------
 
 def side_label(side):
-    """``efficientnet_lite0@_blocks.8:img`` -> ``lite0@_blocks.8``; a language stays (``use:zh``)."""
+    """``efficientnet_lite0@_blocks.8:img`` -> ``lite0@_blocks.8``; a language and a perturbation stay
+    (``use:zh``, ``mpnet~swap:0.5``)."""
     try:
         parsed = parse_side(side)
     except UsageError:
         return str(side)
-    return short_label(parsed.model) + (f":{parsed.lang}" if parsed.lang else "")
+    return (short_label(parsed.model) + (f":{parsed.lang}" if parsed.lang else "")
+            + (f"~{parsed.perturbation}" if parsed.perturbation else ""))
 
 
 def format_table(table):
@@ -422,8 +448,10 @@ def format_table(table):
     then one block each for the alignment metrics, matching accuracy, top-1 and the tasks' score columns
     (per-image accuracy), a row per pair (``source -> target``) and a column per metric or method."""
     same = [c for c in KEY_COLUMNS if c in table and table[c].nunique(dropna=False) == 1]
-    head = ", ".join(f"{c}: {table[c].iloc[0]}" for c in same)
-    pair = [f"{side_label(s)} -> {side_label(t)}" for s, t in zip(table["source_side"], table["target_side"])]
+    head = ", ".join(f"{c}: {table[c].iloc[0]}" for c in same if not _missing(table[c].iloc[0]))
+    pair = [side_label(t) if _missing(s) else f"{side_label(s)} -> {side_label(t)}"
+            for s, t in zip(table["source_side"], table["target_side"])]
+    one_sided = np.array([_missing(s) for s in table["source_side"]], dtype=bool)
     rest = [c for c in KEY_COLUMNS if c not in same and c not in SIDE_KEYS]
     methods = table_methods(table)
     blocks = [("alignment", [c for c in metrics.metric_columns(1) if c in table], lambda c: c)]
@@ -431,20 +459,30 @@ def format_table(table):
         cols = [f"{m}{suffix}" for m in methods if f"{m}{suffix}" in table]
         n = len(suffix)
         blocks.append((title, cols, lambda c, n=n: c[:-n]))
+    for c in score_columns(sides=1):
+        if c.name in table:
+            blocks.append((c.title, [c.name], lambda c: c))
+    if "performance" in table:  # joined by write_full_report
+        blocks.append(("joined performance", ["performance", "performance_model"], lambda c: c))
     out = [head] if head else []
     for title, cols, name in blocks:
         if not cols:
             continue
-        block = table[rest + cols].rename(columns={c: name(c) for c in cols})
-        block.insert(0, title, pair)
+        # a one-sided task's rows (the probe) show only in the blocks they have numbers for
+        shown = ~(one_sided & table[cols].isna().all(axis=1).to_numpy())
+        if not shown.any():
+            continue
+        block = table[rest + cols].rename(columns={c: name(c) for c in cols})[shown]
+        block.insert(0, title, [p for p, keep in zip(pair, shown) if keep])
         out.append(block.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return "\n\n".join(out)
 
 
 def write_report(rows, results_dir, x="kernel_cka", figure_name="figure1.png"):
     """``results_dir/table.csv`` (full precision, atomically) and the figure (``figure_name`` under
-    results_dir; an absolute path goes where it says). Returns (table_path, figure_path, text) with text
-    the printable table and one correlation line per method."""
+    results_dir; an absolute path goes where it says; none, and None returned, when no row has a method:
+    a probe-only table). Returns (table_path, figure_path, text) with text the printable table and one
+    correlation line per method."""
     table = build_table(rows)
     if table.empty:
         raise DataError(f"no result rows for {results_dir}; run run.py first (it writes results/<name>.csv)")
@@ -452,7 +490,47 @@ def write_report(rows, results_dir, x="kernel_cka", figure_name="figure1.png"):
     table_path, figure_path = results_dir / TABLE_NAME, results_dir / figure_name
     _check_metric(table, x)  # refuse before writing anything
     atomic_write_bytes(table_path, table.to_csv(index=False).encode("utf-8"))
-    draw_figure(table, figure_path, x)
+    if table_methods(table):
+        draw_figure(table, figure_path, x)
+    else:
+        figure_path = None
     lines = correlation_lines(table, x)
     text = format_table(table) + ("\n\n" + "\n".join(lines) if lines else "")
     return table_path, figure_path, text
+
+
+def write_full_report(rows, results_dir, x="kernel_cka", figure_name="figure1.png", performance=None):
+    """run.py --report: ``write_report``'s table and figure, with ``performance`` ({model: score},
+    ``correlations.read_performance``) joined as table.csv's ``performance`` column; ``correlations.csv``
+    (every alignment metric against every method's accuracy and the performance); ``perturbation.png`` when
+    rows have perturbed sides, ``performance.png`` with a performance table. Everything is checked (the join
+    included) before the first file is written. Returns (paths written, printable text)."""
+    table = build_table(rows)
+    if table.empty:
+        raise DataError(f"no result rows for {results_dir}; run run.py first (it writes results/<name>.csv)")
+    _check_metric(table, x)
+    if performance is not None:
+        table = join_performance(table, performance)
+    results_dir = Path(results_dir)
+    methods = table_methods(table)
+    metric_cols = [c for c in metrics.metric_columns(1) if c in table]
+    ys = [f"{m}_acc" for m in methods] + (["performance"] if performance is not None else [])
+    corr = correlation_table(table, metric_cols, ys)
+    lines = correlation_lines(table, x)
+    text = "\n\n".join([format_table(table)] + (["\n".join(lines)] if lines else [])
+                         + [format_correlations(corr)])
+    paths = [results_dir / TABLE_NAME]
+    atomic_write_bytes(paths[0], table.to_csv(index=False).encode("utf-8"))
+    if methods:
+        paths.append(results_dir / figure_name)
+        draw_figure(table, paths[-1], x)
+    paths.append(results_dir / CORRELATIONS_NAME)
+    atomic_write_text(paths[-1], corr.to_csv(index=False))
+    scores = {**{f"{m}_acc": m for m in methods}, **{c.name: c.name for c in score_columns(sides=1)}}
+    if control_figures.draw_perturbation_figure(table, results_dir / PERTURBATION_FIGURE, KEY_COLUMNS,
+                                                metric_cols, scores, label=side_label):
+        paths.append(results_dir / PERTURBATION_FIGURE)
+    if control_figures.draw_performance_figure(table, results_dir / PERFORMANCE_FIGURE, metric_cols, corr,
+                                               label=short_label):
+        paths.append(results_dir / PERFORMANCE_FIGURE)
+    return paths, text

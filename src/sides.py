@@ -16,6 +16,7 @@ from .errors import DataError
 from .files import (
     Sidecar,
     cluster_command,
+    get_embeds_command,
     load_cluster,
     load_embeddings,
     make_hint,
@@ -54,13 +55,22 @@ class LoadedSide:
 
 def load_side(data_dir, dataset, side) -> LoadedSide:
     """Rows and sidecar of one side, checked: a readable finite N x D tensor whose row count agrees with
-    what its sidecar lists."""
+    what its sidecar lists; an input perturbation's file must name that perturbation in its sidecar. A row
+    perturbation's rows are the unperturbed file's (run.py perturbs them per seed)."""
     side = parse_side(side)
     name = side.dataset(dataset)
     path = side_file(data_dir, dataset, side)
-    fix = make_hint(name, side.model, path)
+    pert = side.file_side.perturbation
+    fix = make_hint(name, side.model, path, perturbation=pert,
+                    kind_from=side_file(data_dir, dataset, side.unperturbed) if pert else None)
     rows = load_embeddings(path, fix)
     sidecar = read_sidecar(path)
+    if pert is not None:
+        recorded = None if sidecar is None else sidecar.perturbation
+        if not recorded or (recorded.get("kind"), recorded.get("level")) != (pert.kind, pert.level):
+            what = (f"{recorded.get('kind')}:{recorded.get('level')}" if recorded else "no perturbation")
+            raise DataError(f"{path} should hold the rows of {side.file_side}, but its sidecar records {what}; "
+                            f"re-make it: {get_embeds_command(name, side.model, path, perturbation=pert)}")
     if sidecar is not None:
         n = sidecar.row_count()
         if n is not None and n != rows.shape[0]:
@@ -125,7 +135,8 @@ def load_side_cluster(data_dir, dataset, loaded: LoadedSide, n_clusters, keep: t
     """
     side = loaded.side
     path = side_file(data_dir, dataset, side, cluster=True)
-    cmd = cluster_command(side.dataset(dataset), side.model, side.modality, n_clusters, data_dir)
+    cmd = cluster_command(side.dataset(dataset), side.model, side.modality, n_clusters, data_dir,
+                          side.file_side.perturbation)
     picks = load_cluster(path, loaded.rows.shape[0], f"make it with: {cmd}")
     sidecar = read_sidecar(path)
     if sidecar is not None and sidecar.digest is not None and sidecar.digest != tensor_digest(loaded.rows):

@@ -5,9 +5,12 @@ task scores beyond the paper's columns. After the draw every method runs unchang
 | captions   | rows of the same image id                           | the paper's get_data_sep            |
 | classes    | class prototype (mean image row) <-> class text     | legacy draw of b classes / the rest |
 | classify   | k-means centre of query images <-> class text       | as classes; centres for the queries |
+| probe      | one side: its rows and their class labels           | 5 stratified folds a seed           |
 
 The contract of a task (the rest of the code only iterates ``TASKS``):
 
+- ``sides``: 2 (a source and a target, matched by every method) or 1 (the probe: a configuration names only
+  a target and no method; ``score`` gives a seed's columns, and there is no draw, alignment or matching);
 - ``uses``: which of the run flags ``--q``, ``--base-seed``, ``--c``, ``-str`` apply (Config field names);
   the others are not part of the run's file name, and ``--c`` / ``-str`` are refused where they do not apply;
 - ``columns``: the score columns it adds to each row (``ScoreColumn``: name, the report block's title, how
@@ -15,7 +18,11 @@ The contract of a task (the rest of the code only iterates ``TASKS``):
 - ``check(cfg)``: its limits on a configuration, before any file is read;
 - ``prepare(cfg, load) -> state``: its typed per-group state, from the sides (``load(dataset, side)``), checked
   before any computation; ``state.dims`` is (source dimension, target dimension);
-- ``draw(state, cfg, seed, device) -> Draw``: one seed's anchors and queries, and the scorer of an assignment.
+- ``draw(state, cfg, seed, device) -> Draw``: one seed's anchors and queries, and the scorer of an assignment
+  (two-sided tasks); ``score(state, cfg, seed, device) -> {column: value}`` (one-sided tasks).
+
+Row perturbations of a side (``~swap:0.5``, ``src/perturb.py``) are applied in ``draw`` (or ``score``) to the
+side's paired pools before the seed's draw; a task that cannot take them refuses them in ``check``.
 """
 import logging
 from dataclasses import dataclass
@@ -27,6 +34,8 @@ from scipy.optimize import linear_sum_assignment
 
 from .draws import get_data_sep, legacy_class_draw
 from .errors import DataError, UsageError
+from .perturb import ROWS, perturb_pool
+from .probe import FOLDS, probe_accuracy
 from .sides import load_side_cluster, pair_rows, require_distinct
 
 _logger = logging.getLogger(__name__)
@@ -57,6 +66,7 @@ class Task:
 
     name = ""
     description = ""
+    sides = 2                          # 1: one side, no method (the probe)
     uses = frozenset()                 # subset of TASK_FLAGS
     columns = ()                       # ScoreColumn, ...
     refuses = ("clustering_mode", "stretch")  # flags refused (not just ignored) where they do not apply
@@ -69,6 +79,16 @@ class Task:
 
     def draw(self, state, cfg, seed, device) -> Draw:
         raise NotImplementedError
+
+    def score(self, state, cfg, seed, device) -> dict:
+        raise NotImplementedError
+
+
+def _refuse_row_perturbations(cfg, why):
+    for side in (cfg.source, cfg.target):
+        if side is not None and side.perturbation is not None and side.perturbation.stage == ROWS:
+            raise UsageError(f"--task {cfg.task}: {side} names a row perturbation, which {why}; perturb the "
+                             f"inputs instead (an input kind, get_embeds.py --perturb) or use --task captions")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -130,7 +150,14 @@ class Captions(Task):
         return CaptionsState((sb, tb, sq, tq), clusters, same)
 
     def draw(self, state: CaptionsState, cfg, seed, device):
-        pools = [t.to(device) for t in state.pools]
+        sb, tb, sq, tq = state.pools
+        # row perturbations: each side's paired pool (anchors and queries alike), seeded by the seed
+        sb_p, tb_p = perturb_pool(sb, cfg.source, seed, 0, 0), perturb_pool(tb, cfg.target, seed, 1, 0)
+        if state.same:
+            sq_p, tq_p = sb_p, tb_p
+        else:
+            sq_p, tq_p = perturb_pool(sq, cfg.source, seed, 0, 1), perturb_pool(tq, cfg.target, seed, 1, 1)
+        pools = [t.to(device) for t in (sb_p, tb_p, sq_p, tq_p)]
         sb, tb, sq, tq = get_data_sep(cfg.base_seed, seed, cfg.base_samples, cfg.query_samples, *pools,
                                       state.clusters[1], state.clusters[2], cfg.clustering_mode, state.same,
                                       cfg.stretch)
@@ -177,6 +204,7 @@ class Classes(Task):
     columns = (IMAGE_ACC,)
 
     def check(self, cfg):
+        _refuse_row_perturbations(cfg, "applies to paired rows (the captions task's), not to class prototypes")
         if {cfg.source.modality, cfg.target.modality} != {"img", "text"}:
             raise UsageError(f"--task {cfg.task} matches images to class names: one side must be MODEL:img and "
                              f"the other MODEL:text (got {cfg.source} and {cfg.target})")
@@ -284,13 +312,66 @@ def _class_sides(cfg, load):
     return img, txt
 
 
-TASKS = {t.name: t for t in (Captions(), Classes(), Classify())}
+# ----------------------------------------------------------------------------------------------------------
+# probe: one side's rows against their class labels
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ProbeState:
+    rows: torch.Tensor                 # N x D, the file's rows (row perturbations are applied per seed)
+    labels: np.ndarray                 # N class indices
 
 
-def score_columns():
-    """Every task's score columns, once each, in registry order."""
+PROBE_ACC = ScoreColumn("probe_acc", "probe accuracy")
+
+
+class Probe(Task):
+    """A linear probe of one side on a classification dataset (``src/probe.py``): downstream performance."""
+    name = "probe"
+    description = (f"linear probe of each --target on --base_data's class labels ({FOLDS} stratified folds a "
+                   f"seed; no --source, no --m)")
+    sides = 1
+    columns = (PROBE_ACC,)
+    refuses = ()
+
+    def check(self, cfg):
+        if cfg.source is not None:
+            raise UsageError(f"--task probe takes one side: name it with --target (got --source {cfg.source})")
+        if cfg.stretch:
+            raise UsageError("--task probe standardises every dimension on each fold's training rows already: "
+                             "drop -str")
+        if cfg.permutations:
+            raise UsageError("--task probe has no alignment metrics to shuffle: drop --permutations")
+
+    def prepare(self, cfg, load):
+        side = load(cfg.base_data, cfg.target)
+        if side.labels is None:
+            raise DataError(f"{side.path} has no per-row class labels in its sidecar, so it cannot be probed: "
+                            f"give --base_data a classification dataset's image side (get_embeds.py --d NAME "
+                            f"--images ROOT, an ImageFolder tree)")
+        labels = np.asarray(side.labels)
+        counts = np.bincount(labels)
+        counts = counts[counts > 0]
+        if counts.min() < FOLDS:
+            raise DataError(f"{side.path}: a class has only {counts.min()} row(s), fewer than the probe's {FOLDS} "
+                            f"folds; use a dataset with at least {FOLDS} images a class")
+        return ProbeState(side.rows, labels)
+
+    def score(self, state: ProbeState, cfg, seed, device):
+        rows = perturb_pool(state.rows, cfg.target, seed, 1, 0)
+        return {"probe_acc": probe_accuracy(rows, state.labels, seed)}
+
+
+TASKS = {t.name: t for t in (Captions(), Classes(), Classify(), Probe())}
+
+
+def score_columns(sides=2):
+    """The score columns of the tasks with that many sides, once each, in registry order: sides=2, the columns
+    a method's rows fill (one per method in the table); sides=1, the columns of one-sided tasks (one each)."""
     out = {}
     for task in TASKS.values():
+        if task.sides != sides:
+            continue
         for column in task.columns:
             out.setdefault(column.name, column)
     return list(out.values())
