@@ -29,7 +29,7 @@ SOLVERS = ("fast", "scipy")
 
 
 @contextlib.contextmanager
-def _timed(timers, part, device):
+def timed(timers, part, device):
     """Adds the block's seconds to timers[part] (nothing when timers is None; synchronises a GPU so the
     seconds are the device's)."""
     if timers is None:
@@ -137,7 +137,7 @@ def faq_batch(A, B, n_seeds, P0, maxiter=30, tol=1e-5, pool=None, timers=None):
     pool = pool or ThreadPoolExecutor(os.cpu_count() or 1)
 
     dev = A.device
-    with _timed(timers, "products", dev):
+    with timed(timers, "products", dev):
         P = P0.clone()
         U = A22 @ P                                  # A22 P
         V = U if sym else A22T @ P                   # A22^T P
@@ -152,12 +152,12 @@ def faq_batch(A, B, n_seeds, P0, maxiter=30, tol=1e-5, pool=None, timers=None):
             if idx.numel() == 0:
                 break
             n_iter[idx.cpu()] = it
-            with _timed(timers, "products", dev):
+            with timed(timers, "products", dev):
                 Ui, Vi, Pi = U[idx], V[idx], P[idx]
                 grad = const_sum + (2 * Ui @ B22 if sym else Ui @ B22T + Vi @ B22)
-            with _timed(timers, "assignment", dev):
+            with timed(timers, "assignment", dev):
                 cols = _lap_batch(grad, True, pool)                   # Q = eye[cols]
-            with _timed(timers, "products", dev):
+            with timed(timers, "products", dev):
                 inv = torch.argsort(cols, dim=1)                      # Q^T = eye[inv]
                 # products with Q are permutations of rows or columns
                 AQ = _gather_cols(A22, inv)                           # A22 Q
@@ -191,7 +191,7 @@ def faq_batch(A, B, n_seeds, P0, maxiter=30, tol=1e-5, pool=None, timers=None):
                 Z[idx] = al * Z[idx] + (1 - al) * BQ
                 step = (1 - alpha) * torch.linalg.norm(R.reshape(R.shape[0], -1), dim=1) / np.sqrt(m)
                 active[idx[step < tol]] = False
-        with _timed(timers, "assignment", dev):
+        with timed(timers, "assignment", dev):
             cols = _lap_batch(P, True, pool)
     finally:
         if own_pool:
@@ -241,12 +241,12 @@ def seeded_qap(A, B, n_seeds, restarts=500, init="randomized", warm=None, seed=0
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         while done < restarts:
             count = min(batch_size, restarts - done)
-            with _timed(timers, "start", work):
+            with timed(timers, "start", work):
                 P0 = initial_points(init, m, count, gen, warm=warm, perturb=perturb, dtype=dtype, device=work)
                 if init == "warm" and done == 0:
                     P0[0] = initial_points("warm", m, 1, gen, warm=warm, perturb=0.0, dtype=dtype, device=work)[0]
             cols, _, _ = faq_batch(Aw, Bw, n_seeds, P0, maxiter=maxiter, tol=tol, pool=pool, timers=timers)
-            with _timed(timers, "objective", work):
+            with timed(timers, "objective", work):
                 objs = objective_batch(A, B, n_seeds, cols.to(A.device))
             for k, obj in enumerate(objs.tolist()):
                 objectives.append(obj)
@@ -290,7 +290,8 @@ def two_opt(A, B, n_seeds, col_ind, max_swaps=100000, rtol=1e-12):
         Bu = Bp[u][:, u]
         dB, dC = torch.diagonal(Bu), torch.diagonal(C)
         gain = 2 * (C + C.T - dC[:, None] - dC[None, :] - (dA[:, None] - Au) * (Bu - dB[:, None])
-                    - (Au - dA[None, :]) * (dB[None, :] - Bu)) + (dA[:, None] - dA[None, :]) * (dB[None, :] - dB[:, None])
+                    - (Au - dA[None, :]) * (dB[None, :] - Bu)) \
+            + (dA[:, None] - dA[None, :]) * (dB[None, :] - dB[:, None])
         best, k = gain.view(-1).max(dim=0)
         if best.item() <= rtol * abs(objective):
             break
