@@ -378,8 +378,8 @@ def main(argv=None):
                                if rate else f"{'-':>8} {'-':>8} {'-':>7} {'-':>6}"))
                     print(f"{method:<17} {inputs:<9} {dt:<7} {q:>6} {cols}  {note(method, r)}", flush=True)
     print("\nmatch s: Hungarian on the graph (qap: its seeded graph matching); total s: graph + retrieval + "
-          "match (wall clock); cpu s: the process's CPU seconds over the same span (all threads); GFLOP: the graph's products (qap has no graph); ratio: GFLOP/s / the matmul's in the dtype "
-          "the products run in")
+          "match (wall clock); cpu s: the process's CPU seconds over the same span (all threads); GFLOP: the "
+          "graph's products (qap has no graph); ratio: GFLOP/s / the matmul's in the dtype the products run in")
     exponents = {k: fitted_exponent(v) for k, v in series.items()}
     listed = [f"{m} {i} {dt}: Q^{e:.2f}" for (m, i, dt), e in exponents.items() if e is not None]
     if listed:
@@ -429,7 +429,8 @@ def write_figure(series, exponents, path, anchors, device):
                 continue
             q, s = zip(*points, strict=True)
             e = exponents[(method, i, d)]
-            ax.loglog(q, s, "o-", label=f"{method} (Q^{e:.2f})" if e is not None else method)
+            ax.loglog(q, s, "o-", color=f"C{list(METHODS).index(method)}",
+                      label=f"{method} (Q^{e:.2f})" if e is not None else method)
         ax.set_title(f"{INPUTS[inputs]}, {dt}", fontsize=10)
         ax.set_xlabel("queries Q")
         ax.grid(True, which="both", alpha=0.3)
