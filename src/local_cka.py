@@ -171,6 +171,11 @@ class _LocalRBF(_Anchors):
 # The fast path's defaults: the largest error its expansion may add to the graph (its bound, in exact
 # arithmetic; float64 rounding adds about 1e-13 on top), and the most terms it tries before the exact path.
 FAST_TOL = 1e-9
+# Up to this many query pairs (the paper's Q = 500, the demo's, up to Q = 1,000) the exact path runs unless
+# exact=False is asked for: it costs about a second there, and its graph is the paper's, rounding included, so
+# retrieval and matching break near-ties as they always did (the expansion moves entries by up to its bound,
+# ~1e-9, enough to flip a tie between two queries' scores).
+EXACT_PAIRS = 1000 * 1000
 MAX_TERMS = 12
 # Kernels are shifted by exp(-1/2), the value each set's kernel takes at its own median distance: HSIC
 # does not see a constant added to a kernel, and the sums below then add small numbers of both signs.
@@ -337,11 +342,14 @@ def _exact_graph(sb, tb, sq, tq, chunk_size):
 
 
 def kernel_local_CKA(source_base, target_base, source_query, target_query, device=None, chunk_size=256,
-                     exact=False, tol=FAST_TOL):
+                     exact=None, tol=FAST_TOL):
     """graph[i, j] = kernel_CKA([sq_i; source_base], [tq_j; target_base]) for all i, j (RBF, per-set
     median sigma, biased HSIC). Returns Q x Q in the source queries' dtype, on their device.
 
-    Fast path (the default): HSIC(K, L) = <HKH, HLH> = <K, L> - (2/N) (K1).(L1) + (1/N^2)(1^T K 1)(1^T L 1)
+    ``exact``: None (the default) takes the exact path up to EXACT_PAIRS query pairs and the fast path beyond;
+    True or False chooses.
+
+    Fast path: HSIC(K, L) = <HKH, HLH> = <K, L> - (2/N) (K1).(L1) + (1/N^2)(1^T K 1)(1^T L 1)
     for symmetric N x N kernels, N = n + 1. With the block form of ``RBFExpansion`` (source: 1 - kappa,
     u_i, M(t_i) = sum_k c_ik M_k; target: 1 - kappa, v_j, P(s_j) = sum_l e_jl P_l) every term is a
     product of per-query features:
@@ -372,6 +380,8 @@ def kernel_local_CKA(source_base, target_base, source_query, target_query, devic
     and every entry is 1 up to rounding (so is linear_local_CKA's): one anchor carries no information.
     """
     sb, tb, sq, tq = (to_device(t, device) for t in (source_base, target_base, source_query, target_query))
+    if exact is None:
+        exact = sq.shape[0] * tq.shape[0] <= EXACT_PAIRS
     if not exact and sq.device.type != "mps":
         graph = _expanded_graph(sb, tb, sq, tq, tol)
         if graph is not None:

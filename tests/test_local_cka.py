@@ -54,7 +54,7 @@ def test_fast_and_exact_paths_match_the_plain_definition(paths, seed):
     X, Y = paired(70, 16, 11, seed=seed)
     sb, sq, tb, tq = X[:40], X[40:], Y[:40], Y[40:]
     expected = plain_local(sb, tb, sq, tq)
-    fast = kernel_local_CKA(sb, tb, sq, tq)
+    fast = kernel_local_CKA(sb, tb, sq, tq, exact=False)
     exact = kernel_local_CKA(sb, tb, sq, tq, exact=True)
     assert paths == ["fast", "exact"]
     assert fast.shape == (30, 30) and fast.dtype == F64
@@ -66,7 +66,7 @@ def test_float32_inputs_are_within_1e_6_of_the_float64_graph(paths):
     X, Y = paired(300, 64, 48, seed=2)
     sb, sq, tb, tq = X[:200], X[200:], Y[:200], Y[200:]
     reference = kernel_local_CKA(sb, tb, sq, tq, exact=True)
-    got = kernel_local_CKA(sb.float(), tb.float(), sq.float(), tq.float())
+    got = kernel_local_CKA(sb.float(), tb.float(), sq.float(), tq.float(), exact=False)
     assert paths == ["exact", "fast"]
     assert got.dtype == torch.float32
     assert (got.double() - reference).abs().max() < 1e-6
@@ -92,7 +92,7 @@ def test_the_bound_holds_and_terms_are_chosen_by_it():
         # one term fewer would not have reached it
         if src.terms > 1:
             assert RBFExpansion.fit(sb, sq, tol / 2, max_terms=src.terms - 1) is None
-        err = (kernel_local_CKA(sb, tb, sq, tq, tol=tol) - exact).abs().max().item()
+        err = (kernel_local_CKA(sb, tb, sq, tq, exact=False, tol=tol) - exact).abs().max().item()
         assert err <= src.bound + tgt.bound + 1e-13
         errors.append(err)
     assert errors[0] > 1e-8 and errors[-1] < 1e-12  # the bound is not vacuous: errors shrink with tol
@@ -107,10 +107,10 @@ def test_a_wide_spread_of_bandwidths_falls_back_to_the_exact_path(paths):
     sq = torch.cat([torch.tensor([[0.005, 0.0], [10.0, 3.0]], dtype=F64), torch.randn(6, 2, generator=g, dtype=F64)])
     tq = torch.cat([torch.tensor([[0.01], [20.0]], dtype=F64), torch.randn(6, 1, generator=g, dtype=F64)])
     assert RBFExpansion.fit(sb, sq) is None and RBFExpansion.fit(tb, tq) is None
-    got = kernel_local_CKA(sb, tb, sq, tq)
+    got = kernel_local_CKA(sb, tb, sq, tq, exact=False)
     assert paths == ["exact"]
     assert (got - plain_local(sb, tb, sq, tq)).abs().max() < 1e-12
-    got32 = kernel_local_CKA(sb.float(), tb.float(), sq.float(), tq.float())
+    got32 = kernel_local_CKA(sb.float(), tb.float(), sq.float(), tq.float(), exact=False)
     assert paths == ["exact", "exact"] and got32.dtype == torch.float32
 
 
@@ -125,11 +125,11 @@ def test_duplicates_and_a_query_equal_to_an_anchor(paths):
     Y[1] = Y[0]                        # duplicated anchors
     sb, sq, tb, tq = X[:40], X[40:], Y[:40], Y[40:]
     expected = plain_local(sb, tb, sq, tq)
-    got = kernel_local_CKA(sb, tb, sq, tq)
+    got = kernel_local_CKA(sb, tb, sq, tq, exact=False)
     assert paths == ["fast"]
     assert (got - expected).abs().max() < 1e-9
     assert torch.equal(got[2], got[3])  # equal queries, equal rows
-    got32 = kernel_local_CKA(sb.float(), tb.float(), sq.float(), tq.float())
+    got32 = kernel_local_CKA(sb.float(), tb.float(), sq.float(), tq.float(), exact=False)
     assert (got32.double() - expected).abs().max() < 1e-6
 
 
@@ -137,7 +137,7 @@ def test_duplicates_and_a_query_equal_to_an_anchor(paths):
 def test_one_or_two_anchors(n):
     X, Y = paired(13, 5, 4, seed=16)
     sb, sq, tb, tq = X[:n], X[n:], Y[:n], Y[n:]
-    got = kernel_local_CKA(sb, tb, sq, tq)
+    got = kernel_local_CKA(sb, tb, sq, tq, exact=False)
     assert got.shape == (13 - n, 13 - n)
     assert (got - plain_local(sb, tb, sq, tq)).abs().max() < 1e-9
     if n == 1:  # two rows a set: one anchor carries no information
@@ -150,7 +150,7 @@ def test_float32_graph_in_row_blocks_equals_one_block():
     whole = local_cka._expanded_graph(sb, tb, sq, tq, local_cka.FAST_TOL)
     blocks = local_cka._expanded_graph(sb, tb, sq, tq, local_cka.FAST_TOL, rows=7 * 40)  # 7 rows a block
     assert whole.dtype == torch.float32 and torch.equal(whole, blocks)
-    assert torch.equal(kernel_local_CKA(sb, tb, sq, tq), whole)  # deterministic
+    assert torch.equal(kernel_local_CKA(sb, tb, sq, tq, exact=False), whole)  # deterministic
 
 
 def test_medians_are_torch_median_of_each_set():
@@ -166,3 +166,16 @@ def test_medians_are_torch_median_of_each_set():
             nonzero = D[D != 0]
             expected = torch.median(nonzero) if nonzero.numel() else torch.tensor(float("inf"), dtype=F64)
             assert med[i] == expected, (n, i)
+
+
+def test_the_default_is_the_exact_path_up_to_exact_pairs_and_the_expansion_beyond(monkeypatch):
+    """The paper's sizes get the exact graph bit for bit (its near-ties break as they always did); past
+    EXACT_PAIRS query pairs, the expansion's graph."""
+    g = torch.Generator().manual_seed(3)
+    sb, tb = torch.randn(30, 8, generator=g, dtype=torch.float64), torch.randn(30, 6, generator=g, dtype=torch.float64)
+    sq, tq = torch.randn(20, 8, generator=g, dtype=torch.float64), torch.randn(20, 6, generator=g, dtype=torch.float64)
+    exact, fast = kernel_local_CKA(sb, tb, sq, tq, exact=True), kernel_local_CKA(sb, tb, sq, tq, exact=False)
+    assert not torch.equal(exact, fast)  # the two paths differ in rounding, so the choice below is visible
+    assert torch.equal(kernel_local_CKA(sb, tb, sq, tq), exact)
+    monkeypatch.setattr(local_cka, "EXACT_PAIRS", 20 * 20 - 1)
+    assert torch.equal(kernel_local_CKA(sb, tb, sq, tq), fast)
