@@ -267,12 +267,13 @@ def test_root_without_class_folders(tmp_path, monkeypatch, capsys):
     assert not Path("data").exists()
 
 
-def test_classes_flags_with_captions_are_a_usage_error(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("flag", [("--templates", "t.txt"), ("--descriptions", "d.json")])
+def test_classes_flags_with_captions_are_a_usage_error(tmp_path, monkeypatch, capsys, flag):
     monkeypatch.chdir(tmp_path)
     img, cap = tm.tiny_dataset(tmp_path / "ds")
     assert get_embeds.main(["--m", "minilm", "--d", "x", "--images", str(img), "--captions", str(cap),
-                            "--templates", "t.txt", "-q"]) == 2
-    assert "--templates" in capsys.readouterr().err
+                            *flag, "-q"]) == 2
+    assert flag[0] in capsys.readouterr().err
     assert not Path("data").exists()
 
 

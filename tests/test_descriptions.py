@@ -165,14 +165,6 @@ def test_bad_descriptions(tree, capsys, case):
     assert not Path("data").exists()
 
 
-def test_descriptions_with_captions_is_a_usage_error(tmp_path, monkeypatch, capsys):
-    import tiny_models as tm
-    monkeypatch.chdir(tmp_path)
-    img, cap = tm.tiny_dataset(tmp_path / "ds")
-    assert get_embeds.main(["--m", "minilm", "--d", "x", "--images", str(img), "--captions", str(cap),
-                            "--descriptions", "d.json", "-q"]) == 2
-    assert "--descriptions" in capsys.readouterr().err and not Path("data").exists()
-
 
 @pytest.mark.parametrize("kind", ["informative", "spurious"])
 def test_the_bundled_caltech_descriptions_fit_the_classes(kind):
