@@ -151,8 +151,8 @@ def main(argv=None):
         if len(datasets) > 1 and (args.images or args.captions or args.classes or args.templates
                                   or args.descriptions or args.split):
             raise UsageError("--images / --captions / --classes / --templates / --descriptions / --split locate one "
-                             "dataset: give one --d "
-                             "per command (several --d find coco and nocaps through COCO_ROOT and NOCAPS_ROOT)")
+                             "dataset: give one --d per command (several --d find coco and nocaps through "
+                             "COCO_ROOT and NOCAPS_ROOT)")
         if len(models) > 1 and args.weights:
             raise UsageError("--weights holds one model's weights: give one --m with it")
         requests = [(EmbedOptions.from_args(args, d), m) for d in datasets for m in models]
@@ -171,8 +171,11 @@ def main(argv=None):
             return 0
         rank, world, device = _distributed(args.device, args.gpu)
         try:
+            opened = {}  # one read of a dataset's captions and image list for all its models
             for opts, model in todo:
-                lines = extract_model(opts, model, device, rank, world)
+                if opts not in opened:
+                    opened[opts] = open_dataset(opts)
+                lines = extract_model(opts, model, device, rank, world, dataset=opened[opts])
                 if rank == 0 and lines:
                     print("\n".join(lines), flush=True)
         finally:

@@ -28,7 +28,7 @@ from src.cli import (
     run_main,
 )
 from src.config import Config
-from src.experiment import check_output_files, prepare, run_group, write_outputs
+from src.experiment import check_output_files, prepare, run_and_write
 from src.files import TABLE_NAME
 from src.launch import add_launch_args, launch_options
 from src.methods import METHODS
@@ -261,7 +261,7 @@ def main(argv=None):
         launch = launch_options(args, parser)
         if args.report:
             from src import report  # matplotlib only when a report is made
-            check_output_files([os.path.join(args.results_dir, n) for n in (TABLE_NAME, args.figure or "figure1.png")])
+            check_output_files([os.path.join(args.results_dir, n) for n in (TABLE_NAME, figure_name(args))])
             rows = report.read_results(args.results_dir)
             if not rows:
                 raise DataError(f"{args.results_dir} holds no result CSVs: run some configurations first")
@@ -270,7 +270,7 @@ def main(argv=None):
                 from src.correlations import read_performance
                 performance = read_performance(args.performance, args.performance_model, args.performance_score)
             paths, text = report.write_full_report(rows, args.results_dir, x=args.x,
-                                                   figure_name=args.figure or "figure1.png",
+                                                   figure_name=figure_name(args),
                                                    performance=performance)
             print(text + "\n\n" + "\n".join(f"wrote {p}" for p in paths))
             return 0
@@ -289,12 +289,10 @@ def main(argv=None):
             check_output_files([os.path.join(args.results_dir, n) for n in (TABLE_NAME, figure_name(args))])
         avgs, written, done = [], [], []
         try:
-            for group in groups:
-                for cfg, rows, avg in run_group(group, device, progress=not args.quiet):
-                    paths = write_outputs(cfg, rows, avg)
-                    avgs.append(avg)
-                    done.append(cfg)
-                    written += [f"wrote {paths['seedwise']}", f"wrote {paths['results']}"]
+            for cfg, avg, paths in run_and_write(groups, device, progress=not args.quiet):
+                avgs.append(avg)
+                done.append(cfg)
+                written += [f"wrote {paths['seedwise']}", f"wrote {paths['results']}"]
         except BaseException:
             if len(configs) > 1:
                 _say_what_was_written(done, configs, args.results_dir)

@@ -52,7 +52,8 @@ def model_key(value):
     return text
 
 
-def _missing(v):
+def is_missing(v):
+    """An empty table cell: None, NaN, or blank text."""
     return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
 
 
@@ -73,7 +74,7 @@ def read_performance(path, model_column="model", score_column="score"):
                         f"{flags[absent[0]]} COLUMN")
     scores = {}
     for i, (model, score) in enumerate(zip(frame[model_column], frame[score_column]), start=2):
-        if _missing(model) or _missing(score) or _perturbed(model):
+        if is_missing(model) or is_missing(score) or _perturbed(model):
             continue
         try:
             value = float(score)
@@ -105,14 +106,14 @@ def join_performance(table, performance):
     for source, target in zip(out["source_side"], out["target_side"]):
         hit = None
         for side in (target, source):  # the target's model first
-            if not _missing(side) and model_key(side) in performance:
+            if not is_missing(side) and model_key(side) in performance:
                 hit = model_key(side)
                 break
         models.append(hit or "")
         scores.append(performance[hit] if hit else float("nan"))
     if not any(models):
         listed = ", ".join(sorted(performance)[:5])
-        sides = sorted({model_key(s) for c in ("source_side", "target_side") for s in out[c] if not _missing(s)})
+        sides = sorted({model_key(s) for c in ("source_side", "target_side") for s in out[c] if not is_missing(s)})
         raise DataError(f"--performance {getattr(performance, 'path', '')} has no model in common with the table "
                         f"(it lists {listed}{', ...' if len(performance) > 5 else ''}; the table's models: "
                         f"{', '.join(sides[:5])}{', ...' if len(sides) > 5 else ''}); give it the sides' model "

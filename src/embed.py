@@ -244,7 +244,7 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
                          f"(see --list-layers)")
     if classes and taps_of(runs.get("text", [])):  # a two-tower model's text taps
         raise _no_class_text_taps()
-    outputs = [path(layer, m) for layer in layers for m in spec.modalities if _wanted(perturb, m)]
+    outputs = [path(layer, m) for m, its_layers in runs.items() for layer in its_layers]  # what it writes
     # rank 0 holds a lock beside each output: a second extraction of it is refused, so neither can discard or
     # delete the other's chunks
     with output_lock(outputs) if rank == 0 else contextlib.nullcontext():

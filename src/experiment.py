@@ -232,10 +232,7 @@ def run_group(group: Group, device, progress=True):
             acc, info = method.match(draw, graph, device, seed, progress)
             seconds = time.perf_counter() - t0
             scores = draw.score(info["assignment"]) if draw.score is not None else {}
-            undeclared = sorted(set(scores) - set(declared))
-            if undeclared:
-                raise TypeError(f"task {task.name} scored column(s) {undeclared} that it does not declare in "
-                                f"its columns")
+            _check_declared(task, scores)
             row = dict(_common(cfg, draw.sq.shape[0]),
                        seed1=cfg.base_seed if "base_seed" in task.uses else "", seed2=seed,
                        matching_acc=acc, top_1=top_1, top_5=top_5, top_10=top_10, **values,
@@ -248,6 +245,13 @@ def run_group(group: Group, device, progress=True):
     return [(cfg, r, average(r, cfg.permutations, cfg.task)) for cfg, r in rows.items()]
 
 
+def _check_declared(task, scores):
+    """A task may fill only the score columns it declares (a typo would otherwise add a column silently)."""
+    undeclared = sorted(set(scores) - {c.name for c in task.columns})
+    if undeclared:
+        raise TypeError(f"task {task.name} scored column(s) {undeclared} that it does not declare in its columns")
+
+
 def _run_one_sided(cfg, task, state, device, created):
     """A one-sided configuration: per seed the task's own score columns, no draw, metrics or matching."""
     declared = [c.name for c in task.columns]
@@ -255,10 +259,7 @@ def _run_one_sided(cfg, task, state, device, created):
     for seed in cfg.seeds:
         t0 = time.perf_counter()
         scores = task.score(state, cfg, seed, device)
-        undeclared = sorted(set(scores) - set(declared))
-        if undeclared:
-            raise TypeError(f"task {task.name} scored column(s) {undeclared} that it does not declare in its "
-                            f"columns")
+        _check_declared(task, scores)
         seconds = time.perf_counter() - t0
         row = dict(_common(cfg, ""), seed1="", seed2=seed, **{c: "" for c in METRIC_COLUMNS},
                    **{c: "" for c in metrics.metric_columns(cfg.permutations)},
@@ -358,13 +359,11 @@ def append_summary(path, row, columns=None):
 
 
 def run_and_write(groups, device, progress=True):
-    """Every prepared group's seeds and methods; each configuration's CSVs written as its group ends.
-    Returns [(cfg, averaged row, its paths)] in the order written."""
-    out = []
+    """Every prepared group's seeds and methods; each configuration's CSVs written as its group ends. Yields
+    (cfg, averaged row, its paths) as each is written, so a caller that is stopped knows what was."""
     for group in groups:
         for cfg, rows, avg in run_group(group, device, progress=progress):
-            out.append((cfg, avg, write_outputs(cfg, rows, avg)))
-    return out
+            yield cfg, avg, write_outputs(cfg, rows, avg)
 
 
 def finished(cfg: Config):

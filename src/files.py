@@ -34,7 +34,7 @@ from typing import Optional
 
 import torch
 
-from .errors import DataError, reason, unreadable_why
+from .errors import DataError, UsageError, reason, unreadable_why
 from .names import check_path_part, dataset_tag, file_tag, parse_model, parse_side, perturbation_tag
 
 SIDECAR_VERSION = 2
@@ -264,7 +264,6 @@ def make_hint(dataset, model, path, perturbation=None, kind_from=None):
     """How to make (again) the embeddings file ``path``: the get_embeds.py command, or, for a model that
     get_embeds.py does not know (a file made elsewhere), where to put it: never a command that is refused."""
     from .encoders import get_spec  # the registry, only for this message
-    from .errors import UsageError
     try:
         get_spec(parse_model(model).base)
     except UsageError:

@@ -197,8 +197,8 @@ def run_group_job(configs, device="auto", gpu=None, progress=True):
     the in-process path runs them. Returns the averaged CSVs written."""
     from .cli import resolve_device
     from .experiment import prepare, run_and_write
-    done = run_and_write(prepare(configs), resolve_device(device, gpu), progress)
-    return [str(paths["results"]) for _, _, paths in done]
+    return [str(paths["results"]) for _, _, paths in run_and_write(prepare(configs), resolve_device(device, gpu),
+                                                                     progress)]
 
 
 def embed_job(opts, model):

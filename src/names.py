@@ -121,7 +121,7 @@ _DATASET_ESCAPES = {"%": "%25", "~": "%7E", ":": "~"}
 
 def dataset_tag(dataset):
     """The dataset part of a file name: ``tv:Caltech101`` -> ``tv~Caltech101``, ``flickr1k-de`` as it is.
-    Injective (``%`` and ``~`` in a name are written ``%25`` and ``%7E``); ``/`` is refused by get_embeds.py."""
+    Injective (``%`` and ``~`` in a name are written ``%25`` and ``%7E``); ``/`` is refused by check_path_part."""
     return "".join(_DATASET_ESCAPES.get(ch, ch) for ch in str(dataset))
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from . import control_figures, metrics
-from .correlations import correlation_table, format_correlations, join_performance
+from .correlations import correlation_table, format_correlations, is_missing, join_performance
 from .errors import DataError, UsageError
 from .files import CORRELATIONS_NAME, NOT_RESULTS, TABLE_NAME, atomic_write_bytes, atomic_write_text
 from .names import FINAL, parse_model, parse_side
@@ -75,10 +75,6 @@ def read_results(results_dir):
     return rows
 
 
-def _missing(v):
-    return v is None or (isinstance(v, str) and v.strip() == "") or (isinstance(v, float) and math.isnan(v))
-
-
 def _plain(v):
     """numpy scalars -> Python values, integral floats of count columns -> int."""
     return v.item() if isinstance(v, np.generic) else v
@@ -87,7 +83,7 @@ def _plain(v):
 def _number(v):
     """A float, nan for a missing or non-numeric cell."""
     try:
-        return float("nan") if _missing(v) else float(_plain(v))
+        return float("nan") if is_missing(v) else float(_plain(v))
     except (TypeError, ValueError):
         return float("nan")
 
@@ -114,7 +110,7 @@ def row_key(row):
     """The group a row belongs to, as a tuple in ``KEY_COLUMNS`` order and then the group hash."""
     def get(col, fallback=""):
         v = row.get(col)
-        return fallback if _missing(v) else _plain(v)
+        return fallback if is_missing(v) else _plain(v)
     return (get("task", "captions"),
             str(get("source_side", get("Source model"))),
             str(get("target_side", get("Target model"))),
@@ -127,11 +123,11 @@ def row_key(row):
 def method_label(row):
     """A row's method with its non-default options (the ``method_options`` JSON): ``qap[restarts=50]``; ""
     for a one-sided task's row (no method)."""
-    if _missing(row.get("method")):
+    if is_missing(row.get("method")):
         return ""
     method = str(_plain(row.get("method")))
     options = row.get("method_options")
-    if _missing(options):
+    if is_missing(options):
         return method
     try:
         items = json.loads(str(options)).items()
@@ -448,10 +444,10 @@ def format_table(table):
     then one block each for the alignment metrics, matching accuracy, top-1 and the tasks' score columns
     (per-image accuracy), a row per pair (``source -> target``) and a column per metric or method."""
     same = [c for c in KEY_COLUMNS if c in table and table[c].nunique(dropna=False) == 1]
-    head = ", ".join(f"{c}: {table[c].iloc[0]}" for c in same if not _missing(table[c].iloc[0]))
-    pair = [side_label(t) if _missing(s) else f"{side_label(s)} -> {side_label(t)}"
+    head = ", ".join(f"{c}: {table[c].iloc[0]}" for c in same if not is_missing(table[c].iloc[0]))
+    pair = [side_label(t) if is_missing(s) else f"{side_label(s)} -> {side_label(t)}"
             for s, t in zip(table["source_side"], table["target_side"])]
-    one_sided = np.array([_missing(s) for s in table["source_side"]], dtype=bool)
+    one_sided = np.array([is_missing(s) for s in table["source_side"]], dtype=bool)
     rest = [c for c in KEY_COLUMNS if c not in same and c not in SIDE_KEYS]
     methods = table_methods(table)
     blocks = [("alignment", [c for c in metrics.metric_columns(1) if c in table], lambda c: c)]

@@ -67,6 +67,23 @@ def edit_captions(cap, image_id, text):
     cap.write_text(json.dumps(data))
 
 
+def full_disk(monkeypatch, when=lambda path: True, partial=b""):
+    """Make ``files._atomic`` fail as on a full disk for the writes ``when(path)`` picks: the temporary file
+    gets ``partial`` bytes, then ENOSPC. Returns the real ``_atomic`` (to put back within a test)."""
+    real = files._atomic
+
+    def atomic(path, write):
+        if not when(path):
+            return real(path, write)
+
+        def half(f):
+            f.write(partial)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, half)
+    monkeypatch.setattr(files, "_atomic", atomic)
+    return real
+
+
 # ---- 1. stale resume --------------------------------------------------------------------------------------
 
 def test_resume_after_captions_were_edited_recomputes_their_chunk(ds, tmp_path, monkeypatch):
@@ -182,16 +199,8 @@ def test_a_caption_that_is_not_text(ds, capsys, caption):
 # ---- full disk, folders in the way, --weights -------------------------------------------------------------
 
 def test_get_embeds_on_a_full_disk_says_disk_full_and_which_file(ds, capsys, monkeypatch):
-    real = files._atomic
-
-    def full(path, write):
-        if str(path).endswith(".pt") and "partial" not in str(path):
-            def half(f):
-                f.write(b"PK\x03\x04")
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real(path, half)
-        return real(path, write)
-    monkeypatch.setattr(files, "_atomic", full)
+    real = full_disk(monkeypatch, lambda path: str(path).endswith(".pt") and "partial" not in str(path),
+                     b"PK\x03\x04")
     assert embeds(ds) == 1
     err = capsys.readouterr().err
     assert "disk full: cannot write data/tiny_pixels_img.pt" in err and "Traceback" not in err
@@ -237,16 +246,7 @@ def test_summary_write_that_fails_half_way_keeps_the_old_file(workdir, capsys, m
     assert run.main(["--m", "linear"] + ARGS) == 0
     summary = workdir / "results" / "summary.csv"
     before = summary.read_bytes()
-    real = files._atomic
-
-    def full(path, write):
-        if Path(path).name == "summary.csv":
-            def half(f):
-                f.write(before[:len(before) // 2])
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real(path, half)
-        return real(path, write)
-    monkeypatch.setattr(files, "_atomic", full)
+    real = full_disk(monkeypatch, lambda path: Path(path).name == "summary.csv", before[:len(before) // 2])
     assert run.main(["--m", "relative"] + ARGS) == 1
     err = capsys.readouterr().err
     assert "disk full: cannot write results/summary.csv" in err and "is unchanged" in err
@@ -408,10 +408,7 @@ def test_report_on_a_read_only_results_folder(workdir, capsys, monkeypatch):
 
 
 def test_run_on_a_full_disk_says_disk_full(workdir, capsys, monkeypatch):
-    def full(f):
-        f.write(b"Base")
-        raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(files, "_atomic", lambda path, write, real=files._atomic: real(path, full))
+    full_disk(monkeypatch, partial=b"Base")
     assert run.main(["--m", "linear"] + ARGS) == 1
     err = capsys.readouterr().err
     assert "disk full: cannot write seedwise/" in err and "Traceback" not in err
@@ -458,7 +455,7 @@ def test_interrupted_multi_configuration_run_says_what_was_written(workdir, caps
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*a, **k)
-    monkeypatch.setattr(run, "write_outputs", write)
+    monkeypatch.setattr(experiment, "write_outputs", write)
     assert run.main(["--m", "linear", "relative"] + ARGS) == 130
     err = capsys.readouterr().err
     (written,) = [p.stem for p in (workdir / "results").glob("*.csv") if p.name != "summary.csv"]
@@ -567,27 +564,19 @@ def test_cluster_on_a_constant_side_and_on_a_full_disk(workdir, capsys, monkeypa
     assert cluster.main(["--m", "txt", "--d", "base", "--nc", "10", "-t", "-q"]) == 0
     before = (workdir / "data" / "base_txt_text_cluster.pt").read_bytes()
 
-    def full(f):
-        f.write(b"{")
-        raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(files, "_atomic", lambda path, write, real=files._atomic: real(path, full))
+    full_disk(monkeypatch, partial=b"{")
     assert cluster.main(["--m", "txt", "--d", "base", "--nc", "12", "-t", "-q"]) == 1
     assert "disk full: cannot write data/base_txt_text_cluster.json" in capsys.readouterr().err
     assert (workdir / "data" / "base_txt_text_cluster.pt").read_bytes() == before
 
 
 def test_full_disk_at_the_second_configuration(workdir, capsys, monkeypatch):
-    real, n = files._atomic, []
+    n = []
 
-    def fourth_write_fails(path, write):
+    def fourth(path):  # seedwise, results, summary of the first configuration; then the second's seedwise
         n.append(path)
-        if len(n) == 4:   # seedwise, results, summary of the first configuration; then the second's seedwise
-            def full(f):
-                f.write(b"x")
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real(path, full)
-        return real(path, write)
-    monkeypatch.setattr(files, "_atomic", fourth_write_fails)
+        return len(n) == 4
+    full_disk(monkeypatch, fourth, b"x")
     assert run.main(["--m", "linear", "relative"] + ARGS) == 1
     err = capsys.readouterr().err
     assert "stopped after 1 of 2 configurations" in err and "disk full: cannot write seedwise/" in err
