@@ -112,6 +112,10 @@ def build_parser():
     add_device_args(p)
     p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                    help="fp32 (faithful) or autocast bf16 / fp16; rows are always saved as float32")
+    p.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
+                   help="run BatchNorm layers apart from the convolutions before them (rows exactly the unfolded "
+                        "model's; by default they are folded for image rows, checked on the first image: rows "
+                        "move by float32 rounding, the forward pass runs faster; see docs/speed.md)")
     p.add_argument("--data-dir", default="data", help="where the .pt files and their sidecars go")
     p.add_argument("--weights", default=None,
                    help="load the model from this local folder (save_pretrained) or file instead of the hub")

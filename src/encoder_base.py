@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UsageError
+from .fold import Folded, fold_batchnorm
 from .names import FINAL, RANDOM
 
 
@@ -69,6 +70,7 @@ class Encoder:
 
     can_randomise = True
     has_weights = True   # False: --weights would be recorded in the sidecar but never read, so it is refused
+    folded_batchnorm = 0  # BatchNorm layers folded into the convolutions before them (fold_batchnorm)
 
     def __init__(self, spec, source, device, random=False):
         self.spec, self.source, self.device, self.random = spec, source, device, random
@@ -103,6 +105,16 @@ class Encoder:
     def _finish(self, x):
         x = x.float()
         return F.normalize(x, dim=-1) if self.spec.normalize else x
+
+    def fold_batchnorm(self, pixels, keep=()):
+        """Fold the image forward's BatchNorm layers into their convolutions (src/fold.py), checked on pixels
+        (a prepared batch); keep: tapped layer paths. Returns fold.Folded."""
+        root = self.tap_root()
+        if root is None:
+            return Folded([])
+        folded = fold_batchnorm(root, lambda: self.encode_images(pixels), keep)
+        self.folded_batchnorm += len(folded)
+        return folded
 
     # ---- layer taps --------------------------------------------------------------------------------------
 

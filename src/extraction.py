@@ -54,9 +54,11 @@ AUTO_BATCH_DEFAULT = 32
 def resolve_num_workers(num_workers, device):
     """-j: an int >= 0, or "auto": on the CPU, worker processes decode on the cores the forward pass runs
     on, so they only pay with cores to spare (bench_extract.py, 2 cores, EfficientNet-Lite0 one image a
-    batch: 0 workers 52.4, 1 worker 47.7, 2 workers 46.4 images/s, against 50.8 for the paper's loop); with
-    0, a thread of this process loads the next batch during the forward pass (``_thread_batches``). On a
-    GPU up to 4 keep it fed."""
+    batch: 0 workers 52.4, 1 worker 47.7, 2 workers 46.4 images/s, against 50.8 for the paper's loop). With
+    0 on the CPU the next batch is loaded between two forward passes, as the paper's loop does: a loading
+    thread saves the decoding (a few percent of a step) but takes a core from the forward pass's threads,
+    and ran slower in bench_extract.py (docs/speed.md); with 0 on a GPU a thread of this process loads the
+    next batch while the device computes (``_thread_batches``). On a GPU up to 4 workers keep it fed."""
     if num_workers != "auto":
         return int(num_workers)
     cores = os.cpu_count() or 1
@@ -91,7 +93,7 @@ class _Images(Dataset):
         return self.transform(self.dataset.open_image(i))
 
 
-def _image_error(dataset, indices, transform, error):
+def image_error(dataset, indices, transform, error):
     """The DataError for a batch whose loading failed (error: what the loader raised). A worker's exception
     reaches us re-formatted by torch, so the batch's images are retried here, in this process, to find the
     file and its own error; if they all load, the failure was not an image's (e.g. a killed worker) and
@@ -270,6 +272,8 @@ def fingerprint(encoder, dataset, modality, chunk_size, precision, layer=FINAL, 
            precision] + ([] if layer == FINAL else [layer])  # final keeps the fingerprint it always had
     if perturbation is not None:  # another seed's chunks are not this file's
         key.append(perturbation)
+    if modality == "img" and encoder.folded_batchnorm:  # rows rounded otherwise than the unfolded model's
+        key.append(["folded_batchnorm", encoder.folded_batchnorm])
     return hashlib.sha1(json.dumps(key).encode()).hexdigest()
 
 
@@ -330,7 +334,9 @@ def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_worke
     with torch.inference_mode(), autocast(encoder.device, precision):
         if modality == "img":
             images = _Images(dataset, encoder.transform)
-            if num_workers == 0:
+            if num_workers == 0 and encoder.device.type == "cpu":  # see resolve_num_workers
+                loader = (_collate([images[i] for i in b]) for _, b in batches)
+            elif num_workers == 0:
                 loader = _thread_batches(images, [b for _, b in batches])
             else:
                 loader = DataLoader(images, batch_sampler=[b for _, b in batches], num_workers=num_workers,
@@ -340,7 +346,7 @@ def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_worke
                 try:
                     pixels = next(it)
                 except Exception as e:
-                    error = _image_error(dataset, b, encoder.transform, e)
+                    error = image_error(dataset, b, encoder.transform, e)
                     if error is e:
                         raise
                     raise error from None

@@ -80,8 +80,9 @@ class Sidecar:
     """What an embeddings (or cluster) file was made from. Written and read only through this type.
 
     Version 1: the sidecars before this type (no ``version`` field), read the same way. Fields added within
-    version 2 (``split``, ``descriptions_file``, ``descriptions_digest``) are optional: code that predates them
-    keeps them in ``extra``, and their absence means what it meant before (no split, prompt templates).
+    version 2 (``split``, ``descriptions_file``, ``descriptions_digest``, ``folded_batchnorm``) are optional:
+    code that predates them keeps them in ``extra``, and their absence means what it meant before (no split,
+    prompt templates, BatchNorm not folded).
     """
     version: int = SIDECAR_VERSION
     kind: str = "embeddings"                # "embeddings" or "cluster"
@@ -98,6 +99,7 @@ class Sidecar:
     modality: Optional[str] = None
     precision: Optional[str] = None
     batch_size: Optional[int] = None
+    folded_batchnorm: int | None = None     # image rows: BatchNorm layers folded into convolutions (src/fold.py)
     versions: Optional[dict] = None
     created: Optional[str] = None
     # the data: rows in order
