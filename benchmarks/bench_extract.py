@@ -182,9 +182,10 @@ def main(argv=None):
         print(f"bare forward, folded / as loaded (marginal): {gain:.2f}x")
     if "paper (one image a step)" in ways:
         small = sets[args.small]
-        diff = (defaults(small) - paper(small)).abs().max().item()
+        expected = paper(small)
+        diff = (defaults(small) - expected).abs().max().item()
         print(f"rows of photos 1..{args.small}: max |defaults - paper| {diff:.2g} (largest |value| "
-              f"{paper(small).abs().max().item():.3g})")
+              f"{expected.abs().max().item():.3g})")
     return 0
 
 

@@ -22,8 +22,8 @@ from .errors import DataError, UsageError
 from .extraction import (
     extract_class_texts,
     extract_layers,
-    image_error,
     output_lock,
+    raise_image_error,
     remove_partial,
     resolve_batch_size,
 )
@@ -174,10 +174,7 @@ def _one_input(encoder, dataset, modality):
         try:
             return encoder.prepare(encoder.transform(dataset.open_image(0))[None])
         except Exception as e:  # noqa: BLE001 (PIL and the preprocessing raise many types)
-            error = image_error(dataset, [0], encoder.transform, e)
-            if error is e:
-                raise
-            raise error from None
+            raise_image_error(dataset, [0], encoder.transform, e)
     if isinstance(dataset, ClassesDataset):
         return [dataset.class_texts(0)[:1]]
     return [dataset.captions[0][:1]]
@@ -272,7 +269,7 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
             if not todo:
                 continue
             batch_size = resolve_batch_size(opts.batch_size, device, modality)
-            if modality == "img" and opts.fold_bn and not encoder.folded_batchnorm:
+            if modality == "img" and opts.fold_bn:
                 encoder.fold_batchnorm(_one_input(encoder, dataset, "img"), keep=taps)
             if classes and modality == "text":  # one row per class: the mean over its texts
                 rows = {FINAL: extract_class_texts(encoder, dataset, batch_size, opts.precision,

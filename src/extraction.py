@@ -93,26 +93,25 @@ class _Images(Dataset):
         return self.transform(self.dataset.open_image(i))
 
 
-def image_error(dataset, indices, transform, error):
-    """The DataError for a batch whose loading failed (error: what the loader raised). A worker's exception
-    reaches us re-formatted by torch, so the batch's images are retried here, in this process, to find the
-    file and its own error; if they all load, the failure was not an image's (e.g. a killed worker) and
-    error itself is re-raised."""
+def raise_image_error(dataset, indices, transform, error):
+    """Raise the DataError for a batch whose loading failed (error: what the loader raised). A worker's
+    exception reaches us re-formatted by torch, so the batch's images are retried here, in this process, to
+    find the file and its own error; if they all load, the failure was not an image's (e.g. a killed worker)
+    and error itself is raised."""
     for i in indices:
         path = dataset.describe_image(i)
         try:
             image = dataset.open_image(i)
         except Exception as e:  # noqa: BLE001 (PIL raises many types for bad files)
-            return DataError(f"image {path} cannot be decoded ({type(e).__name__}: {str(e)[:200]}); fix or "
-                             f"remove the file, or re-run with --skip-missing to drop such images")
+            raise DataError(f"image {path} cannot be decoded ({type(e).__name__}: {str(e)[:200]}); fix or "
+                            f"remove the file, or re-run with --skip-missing to drop such images") from None
         try:
             transform(image)
         except Exception as e:  # noqa: BLE001 (the model's preprocessing refused it: size, mode, ...)
-            return DataError(f"image {path} decodes but the model's preprocessing fails on it "
-                             f"({type(e).__name__}: {str(e)[:200]}); fix the file (e.g. save it as an ordinary "
-                             f"RGB JPEG) or remove it from the images and the captions json")
-    return error
-
+            raise DataError(f"image {path} decodes but the model's preprocessing fails on it "
+                            f"({type(e).__name__}: {str(e)[:200]}); fix the file (e.g. save it as an ordinary "
+                            f"RGB JPEG) or remove it from the images and the captions json") from None
+    raise error
 
 def _collate(images):
     """The batch tensor of a list of C x H x W images: the image itself, viewed as 1 x C x H x W, for one."""
@@ -346,10 +345,7 @@ def extract_layers(encoder, dataset, modality, outputs, batch_size=32, num_worke
                 try:
                     pixels = next(it)
                 except Exception as e:
-                    error = image_error(dataset, b, encoder.transform, e)
-                    if error is e:
-                        raise
-                    raise error from None
+                    raise_image_error(dataset, b, encoder.transform, e)
                 x = encoder.prepare(pixels)
                 finish(k, encoder.encode("img", x if perturb is None else perturb(x, b), layers))
                 bar.update(len(b))
