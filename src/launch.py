@@ -345,8 +345,8 @@ def launch(specs, opts: LaunchOptions, name, collect):
     # a folder per command, its jobs' files side by side (submitit names them by job id); it exists before
     # any job starts, so SLURM can open the logs in it
     folder = Path(opts.jobs_dir) / f"{name}_{datetime.now():%Y%m%d-%H%M%S}_{os.getpid()}"
-    executor = _executor(opts, folder, f"vlsim-{name}")
     _make_jobs_folder(folder, opts.jobs_dir)
+    executor = _executor(opts, folder, f"vlsim-{name}")
 
     def args(spec):
         return os.getcwd(), opts.quiet, os.getpid(), spec.fn, spec.args

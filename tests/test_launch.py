@@ -259,3 +259,49 @@ def test_a_results_file_of_another_configuration_is_not_finished(workdir, capsys
     assert not finished(cfg)
     os.remove(path)
     assert not finished(cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --jobs-dir and SLURM names checked before anything runs
+# ----------------------------------------------------------------------------------------------------------
+
+def test_jobs_dir_that_is_a_file_or_cannot_be_made_is_one_message(workdir, capsys, monkeypatch):
+    (workdir / "afile").write_text("not a folder")
+    for jobs_dir, code, needle in (("afile", 2, "--jobs-dir afile is a file, not a folder"),
+                                   ("afile/sub", 1, "--jobs-dir afile/sub: cannot create it, afile is a file")):
+        assert run.main(PAIRS + ["--launcher", "local", "--jobs-dir", jobs_dir]) == code
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err
+    assert not (workdir / "results").exists()
+
+    # a read-only disk (root may write anywhere else, so the answer of os.access is what a read-only mount gives)
+    (workdir / "ro").mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == "ro" else real_access(p, mode))
+    assert run.main(PAIRS + ["--launcher", "local", "--jobs-dir", "ro/jobs"]) == 1
+    err = capsys.readouterr().err
+    assert "--jobs-dir ro/jobs: cannot write in ro (read-only or permission denied)" in err and "Traceback" not in err
+    monkeypatch.setattr(os, "access", real_access)
+
+    # the folder of the command itself cannot be made when the jobs are submitted (a disk turned read-only)
+    import errno
+    from pathlib import Path
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *a, **k):
+        if self.parent.name == "jobs":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_mkdir(self, *a, **k)
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    assert run.main(PAIRS + ["--launcher", "local"]) == 1
+    err = capsys.readouterr().err
+    assert "--jobs-dir jobs: cannot create jobs/run_" in err and "Read-only file system" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--slurm-partition", "--slurm-account"])
+@pytest.mark.parametrize("value", ["", " ", "gpu debug"])
+def test_empty_slurm_partition_or_account_is_refused(workdir, capsys, flag, value):
+    assert run.main(PAIRS + ["--launcher", "slurm", "--dry-run", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"{value!r}: give a name without spaces" in err and "Traceback" not in err
