@@ -45,7 +45,8 @@ SLURM_FLAGS = {"partition": "--slurm-partition", "time": "--slurm-time", "gpus-p
 FLAGS = {"jobs_dir": "--jobs-dir", "slurm_partition": "--slurm-partition", "slurm_time": "--slurm-time",
          "slurm_gpus": "--slurm-gpus", "slurm_cpus": "--slurm-cpus", "slurm_mem": "--slurm-mem",
          "slurm_account": "--slurm-account", "slurm_array_parallelism": "--slurm-array-parallelism",
-         "slurm_extra": "--slurm-extra", "local_parallelism": "--local-parallelism", "no_wait": "--no-wait",
+         "slurm_extra": "--slurm-extra", "slurm_setup": "--slurm-setup", "local_parallelism": "--local-parallelism",
+         "no_wait": "--no-wait",
          "dry_run": "--dry-run"}
 GONE = "GONE"   # the state of a job scontrol no longer lists (ended MinJobAge ago) on a cluster without sacct
 SLURM_ONLY = [k for k in FLAGS if k.startswith("slurm_")] + ["no_wait"]
@@ -102,6 +103,9 @@ def add_launch_args(parser):
                    help="jobs of the array running at once (sbatch --array=0-N%%P)")
     g.add_argument("--slurm-extra", type=_key_value, nargs="+", default=[], metavar="KEY=VALUE",
                    help="other sbatch options, passed through (qos=high constraint=a100)")
+    g.add_argument("--slurm-setup", nargs="+", default=[], metavar="LINE",
+                   help="shell lines each job runs before Python ('module load cuda/12.1'); the environment of "
+                        "this command is passed on as it is")
     g.add_argument("--local-parallelism", type=positive_int, default=1, metavar="N",
                    help="--launcher local: jobs running at once (submitit's LocalExecutor would start all)")
     g.add_argument("--no-wait", action="store_true",
@@ -122,6 +126,7 @@ class LaunchOptions:
     account: Optional[str] = None
     array_parallelism: Optional[int] = None
     extra: tuple = ()                 # (sbatch option, value), ...
+    setup: tuple = ()                 # shell lines before each SLURM job's Python
     local_parallelism: int = 1
     wait: bool = True
     dry_run: bool = False
@@ -165,6 +170,7 @@ def launch_options(args, parser):
         launcher=args.launcher, jobs_dir=args.jobs_dir, partition=args.slurm_partition, time_min=args.slurm_time,
         gpus=args.slurm_gpus, cpus=args.slurm_cpus, mem=args.slurm_mem, account=args.slurm_account,
         array_parallelism=args.slurm_array_parallelism, extra=tuple(sorted(extra.items())),
+        setup=tuple(args.slurm_setup),
         local_parallelism=args.local_parallelism, wait=not args.no_wait, dry_run=args.dry_run,
         quiet=getattr(args, "quiet", False))
 
@@ -284,7 +290,7 @@ def _executor(opts: LaunchOptions, folder, name):
         return executor
     check_slurm()
     executor = submitit.SlurmExecutor(folder)
-    executor.update_parameters(setup=setup, **opts.slurm_parameters(name))
+    executor.update_parameters(setup=list(opts.setup) + setup, **opts.slurm_parameters(name))
     return executor
 
 

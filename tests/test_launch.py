@@ -44,8 +44,8 @@ def states(slurm, job, n):
     return found
 
 
-@pytest.fixture
-def slurm(tmp_path, monkeypatch):
+@pytest.fixture(params=["stand-in"])  # these check the stand-in's own records; the real scheduler's tests are in
+def slurm(tmp_path, monkeypatch):       # test_launch_slurm.py
     for k, v in slurm_standin.install(tmp_path / "bin", tmp_path / "slurm").items():
         monkeypatch.setenv(k, v)
     return tmp_path / "slurm"
@@ -146,7 +146,7 @@ def test_failed_job_is_named_with_its_log_and_the_rerun_runs_only_it(workdir, ca
 
 SLURM_FLAGS = ["--launcher", "slurm", "--slurm-partition", "gpu", "--slurm-time", "30", "--slurm-gpus", "1",
                "--slurm-cpus", "4", "--slurm-mem", "16G", "--slurm-account", "proj", "--slurm-array-parallelism",
-               "2", "--slurm-extra", "qos=high"]
+               "2", "--slurm-extra", "qos=high", "--slurm-setup", "module load cuda/12.1", "echo set up"]
 
 
 def test_slurm_job_array_script_and_results(workdir, slurm, capsys):
@@ -163,6 +163,9 @@ def test_slurm_job_array_script_and_results(workdir, slurm, capsys):
                  "#SBATCH --account=proj", "#SBATCH --qos=high", "#SBATCH --job-name=vlsim-run"):
         assert line in text.splitlines(), line
     assert f"export PYTHONPATH={ROOT}" in text  # the jobs find src/ wherever the command was started
+    lines = text.splitlines()  # the setup lines, in their order, before the job's Python
+    assert lines.index("module load cuda/12.1") < lines.index("echo set up") < lines.index(
+        next(line for line in lines if line.startswith("srun ")))
     assert [p.name for p in slurm.glob("*.sbatch")] == ["4821.sbatch"]  # one sbatch call: one job array
     assert (slurm / "4821.sbatch").read_text() == text
     assert states(slurm, 4821, 4) == ["COMPLETED"] * 4

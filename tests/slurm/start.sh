@@ -35,14 +35,16 @@ if [ ! -s /etc/munge/munge.key ]; then
     dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
 fi
 chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key
-runuser -u munge -- /usr/sbin/munged || cannot "munged did not start"
+mkdir -p "$state" && chmod 0755 "$state"
+touch "$state/munged.pid" && chown munge:munge "$state/munged.pid"
+runuser -u munge -- /usr/sbin/munged --pid-file="$state/munged.pid" || cannot "munged did not start"
 munge -n | unmunge >/dev/null || cannot "munge does not verify its own credential"
 
 # slurm.conf: this machine's CPUs and memory (a little under the total, or slurmd drains the node)
 host="$(hostname -s)"
 cpus="$(nproc)"
 mem="$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)"
-rm -rf "$state" && mkdir -p "$state/ctld" "$state/d" /etc/slurm
+rm -rf "$state/ctld" "$state/d" && mkdir -p "$state/ctld" "$state/d" /etc/slurm
 sed -e "s|@HOST@|$host|g" -e "s|@CPUS@|$cpus|g" -e "s|@MEM@|$mem|g" -e "s|@STATE@|$state|g" \
     -e "s|@CTLD_PORT@|${VLSIM_SLURMCTLD_PORT:-6817}|g" -e "s|@D_PORT@|${VLSIM_SLURMD_PORT:-6818}|g" \
     "$here/slurm.conf.in" > "$conf"

@@ -3,11 +3,12 @@
 # processes named by their pid files), and wait until none of them runs. Exit 1 if one is still there after 30 s.
 set -uo pipefail
 state="${VLSIM_SLURM_STATE:-/var/tmp/vlsim-slurm}"
-if [ -f /etc/slurm/slurm.conf ] && ! grep -q vlsim-test-cluster /etc/slurm/slurm.conf; then
-    echo "stop.sh: /etc/slurm/slurm.conf belongs to another cluster; not stopping it" >&2
-    exit 1
+if [ ! -f /etc/slurm/slurm.conf ] || ! grep -q vlsim-test-cluster /etc/slurm/slurm.conf; then
+    echo "stop.sh: no single-node SLURM of tests/slurm/start.sh here; nothing stopped"
+    exit 0
 fi
-pidfiles=("$state/slurmd.pid" "$state/slurmctld.pid" /run/munge/munged.pid)
+# only the processes start.sh started, by the pid files it gave them
+pidfiles=("$state/slurmd.pid" "$state/slurmctld.pid" "$state/munged.pid")
 if [ -s "$state/slurmctld.pid" ] && command -v scancel >/dev/null; then
     timeout 10 scancel --quiet --user=root 2>/dev/null   # the jobs first: their steps end with them
     sleep 1
