@@ -308,3 +308,56 @@ def test_empty_slurm_partition_or_account_is_refused(workdir, capsys, flag, valu
     assert run.main(PAIRS + ["--launcher", "slurm", "--dry-run", flag, value]) == 2
     err = capsys.readouterr().err
     assert f"{value!r}: give a name without spaces" in err and "Traceback" not in err
+
+
+def test_job_states_from_scontrol_where_sacct_answers_nothing(tmp_path, monkeypatch):
+    """scontrol's records of an array (one per task that started, one for the waiting rest) read as sacct's
+    would be; a task it no longer lists is GONE. The real scheduler's run is in test_launch_slurm.py."""
+    from src import launch
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text(
+        "#!/bin/sh\n"
+        "echo 'JobId=9 ArrayJobId=7 ArrayTaskId=0 JobName=x JobState=COMPLETED Reason=None'\n"
+        "echo 'JobId=10 ArrayJobId=7 ArrayTaskId=1 JobName=x JobState=TIMEOUT Reason=TimeLimit'\n"
+        "echo 'JobId=7 ArrayJobId=7 ArrayTaskId=2-4,6%2 JobName=x JobState=PENDING Reason=JobArrayTaskLimit'\n"
+        "echo 'JobId=12 JobName=y JobState=CANCELLED Reason=None'\n")
+    (fake / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    got = {k: v["State"] for k, v in launch.scontrol_states({"7"}, {"7_0", "7_1", "7_3", "7_5"}).items()}
+    assert got == {"7_0": "COMPLETED", "7_1": "TIMEOUT", "7_2": "PENDING", "7_3": "PENDING", "7_4": "PENDING",
+                   "7_6": "PENDING", "12": "CANCELLED", "7_5": launch.GONE}
+    # the watcher: sacct fails once, one line says so, every later poll asks scontrol only
+    (fake / "sacct").write_text("#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\n"
+                                "echo called >> \"$(dirname \"$0\")/sacct.calls\"\nexit 1\n")
+    (fake / "sacct").chmod(0o755)
+    import logging
+    watcher = launch._slurm_watcher()
+    watcher.register_job("7_1")
+    watcher.register_job("7_3")
+    with _caught(logging.WARNING) as records:
+        for _ in range(3):
+            watcher.update()
+    assert [r.getMessage() for r in records] == [
+        "sacct answers nothing here (Slurm accounting storage is disabled): job states come from scontrol instead"]
+    assert (fake / "sacct.calls").read_text().count("called") == 1
+    assert watcher.get_state("7_1", mode="cache") == "TIMEOUT" and watcher.is_done("7_1", mode="cache")
+    assert watcher.get_state("7_3", mode="cache") == "PENDING" and not watcher.is_done("7_3", mode="cache")
+
+
+class _caught:
+    """The records src.launch logs at ``level`` or above (its logger may not propagate to caplog)."""
+    def __init__(self, level):
+        import logging
+        self.handler = logging.Handler(level)
+        self.records = []
+        self.handler.emit = self.records.append
+
+    def __enter__(self):
+        import logging
+        logging.getLogger("src.launch").addHandler(self.handler)
+        return self.records
+
+    def __exit__(self, *exc):
+        import logging
+        logging.getLogger("src.launch").removeHandler(self.handler)
