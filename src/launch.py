@@ -311,10 +311,18 @@ def check_jobs_dir(path):
 
 
 def _make_jobs_folder(folder, jobs_dir):
-    try:
-        folder.mkdir(parents=True)
-    except OSError as e:  # a read-only disk, a file in the way, a folder made meanwhile
-        raise DataError(f"--jobs-dir {jobs_dir}: cannot create {folder} ({e.strerror}); pass another --jobs-dir")
+    """A new folder for this command's jobs (``folder``, or ``folder-2``, ... when a command of the same second
+    and process made it already). Returns it."""
+    for k in range(1, 1000):
+        path = folder if k == 1 else folder.with_name(f"{folder.name}-{k}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:  # a read-only disk, a file in the way
+            raise DataError(f"--jobs-dir {jobs_dir}: cannot create {path} ({e.strerror}); pass another --jobs-dir")
+    raise DataError(f"--jobs-dir {jobs_dir}: {folder} and 998 more exist; clean --jobs-dir up")
 
 
 def check_slurm():
@@ -351,7 +359,7 @@ def launch(specs, opts: LaunchOptions, name, collect):
     # a folder per command, its jobs' files side by side (submitit names them by job id); it exists before
     # any job starts, so SLURM can open the logs in it
     folder = Path(opts.jobs_dir) / f"{name}_{datetime.now():%Y%m%d-%H%M%S}_{os.getpid()}"
-    _make_jobs_folder(folder, opts.jobs_dir)
+    folder = _make_jobs_folder(folder, opts.jobs_dir)
     executor = _executor(opts, folder, f"vlsim-{name}")
 
     def args(spec):
