@@ -167,7 +167,7 @@ def test_failed_job_is_named_the_rest_finish_and_the_rerun_runs_only_it(workdir,
     out = capsys.readouterr().out
     assert "skipped 2 of 4 configurations" in out and re.search(r"submitted 1 job\(s\) as SLURM job \d+", out)
     assert table(workdir) == table(workdir / "inproc")
-    print(f"[{scheduler.kind}] failed job, then {out.splitlines()[1]}")
+    print(f"[{scheduler.kind}] {failed[0]}\n[{scheduler.kind}] the rerun: {out.splitlines()[1]}")
 
 
 def test_no_wait_then_a_second_launch_finds_them_queued_then_collects(workdir, scheduler, capsys):
