@@ -10,6 +10,9 @@ runs in the submitting command's working folder and writes the same files as the
   pickles and each job's logs under ``--jobs-dir``); ``local``: processes on this machine (LocalExecutor),
   ``--local-parallelism`` at a time; ``debug``: each job in this process when it is collected (DebugExecutor;
   a failing job opens pdb).
+- On SLURM, each command writes ``jobs.json`` (its job ids and the files each job writes) into its folder; a
+  later command finds the jobs of the same work still waiting or running (``squeue``) and submits nothing for
+  them. Job states come from ``sacct``, or from ``scontrol`` where sacct answers nothing (no accounting).
 - The submitting process waits (unless ``--no-wait``), then the script prints one line per failed job with
   its log and rebuilds its report; a job that failed leaves nothing that looks finished, so the same command
   again runs only what is missing.
