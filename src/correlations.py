@@ -67,24 +67,38 @@ def read_performance(path, model_column="model", score_column="score"):
     except (OSError, ValueError) as e:
         raise DataError(f"--performance {path} cannot be read as a CSV ({type(e).__name__}: {str(e)[:200]})")
     absent = [c for c in (model_column, score_column) if c not in frame.columns]
+    seps = [sep for sep in (";", "\t", "|") if len(frame.columns) == 1 and sep in str(frame.columns[0])]
+    if absent and seps:  # a spreadsheet's export in a locale where the comma is the decimal mark
+        raise DataError(f"--performance {path} has its columns separated by {seps[0]!r} (its header: "
+                        f"{str(frame.columns[0])[:80]!r}); this reads comma-separated CSV: save it with ',' "
+                        f"between columns and '.' in numbers")
     if absent:
         flags = {model_column: "--performance-model", score_column: "--performance-score"}
         raise DataError(f"--performance {path} has no column {absent[0]!r} (its columns: "
                         f"{', '.join(map(str, frame.columns[:12]))}); name the model and score columns with "
                         f"{flags[absent[0]]} COLUMN")
-    scores = {}
+    scores, empty = {}, 0
     for i, (model, score) in enumerate(zip(frame[model_column], frame[score_column]), start=2):
-        if is_missing(model) or is_missing(score) or _perturbed(model):
+        if is_missing(model) or _perturbed(model):
+            continue
+        if is_missing(score) or str(score).strip().lower() == "nan":  # pandas' and numpy's missing value
+            empty += 1
             continue
         try:
             value = float(score)
         except ValueError:
             raise DataError(f"--performance {path}, line {i}: score {score!r} of {model!r} is not a number")
+        if not math.isfinite(value):
+            raise DataError(f"--performance {path}, line {i}: score {score!r} of {model!r} is not a finite "
+                            f"number; leave the cell empty to leave the model out")
         key = model_key(model)
         if key in scores and scores[key] != value:
             raise DataError(f"--performance {path} gives model {key} two scores ({scores[key]} and {value}): "
                             f"keep one row a model (e.g. one probe configuration a side)")
         scores[key] = value
+    if not scores and empty:
+        raise DataError(f"--performance {path}: every {score_column!r} of its {empty} model row(s) is empty; give a "
+                        f"file with scores, or name the score column with --performance-score COLUMN")
     if not scores:
         raise DataError(f"--performance {path} has no row with both a {model_column} and a {score_column}")
     return PerformanceTable(path, scores)
@@ -126,6 +140,19 @@ def join_performance(table, performance):
 # Correlations
 # ----------------------------------------------------------------------------------------------------------
 
+def no_correlation(frame, x, y):
+    """Why columns x and y of ``frame`` give no correlation over the rows that have both, in words (fewer than
+    3 such rows, or a column with one value), or None when they give one."""
+    d = frame[[x, y]].apply(pd.to_numeric, errors="coerce").dropna() if {x, y} <= set(frame.columns) else []
+    n = len(d)
+    if n < 3:
+        return f"no correlation: {n} configuration(s) have both {x} and {y}, 3 are needed"
+    for col in (x, y):
+        if d[col].nunique() < 2:
+            return f"no correlation: {col} is {d[col].iloc[0]:.4g} in all {n} configurations"
+    return None
+
+
 def pearson(x, y):
     """Pearson's r along the last axis; nan where x or y is constant (no correlation)."""
     constant = (x.max(axis=-1) == x.min(axis=-1)) | (y.max(axis=-1) == y.min(axis=-1))
@@ -159,7 +186,7 @@ def correlate(x, y, resamples=RESAMPLES, seed=SEED):
 
 def correlation_table(table, xs, ys, resamples=RESAMPLES, seed=SEED):
     """One row per (x, y) with at least 3 configurations having both (see the module docstring)."""
-    rows = []
+    rows, why = [], {}
     for x in xs:
         for y in ys:
             if x not in table.columns or y not in table.columns:
@@ -168,7 +195,10 @@ def correlation_table(table, xs, ys, resamples=RESAMPLES, seed=SEED):
             if len(d) < 3:
                 continue
             rows.append({"x": x, "y": y, **correlate(d[x].to_numpy(), d[y].to_numpy(), resamples, seed)})
-    return pd.DataFrame(rows, columns=COLUMNS)
+            why[x, y] = no_correlation(d, x, y)
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    out.attrs["why"] = why  # for format_correlations: why a row has no correlation (not a CSV column)
+    return out
 
 
 def format_correlations(corr):
@@ -177,11 +207,21 @@ def format_correlations(corr):
         return "correlations: no alignment metric and score share 3 or more configurations"
 
     def f(v):
-        return "  nan" if not np.isfinite(v) else f"{v:+.2f}"
+        return f"{v:+.2f}"
+
+    def interval(r, name):
+        lo, hi = r[f"{name}_lo"], r[f"{name}_hi"]
+        if np.isfinite(lo) and np.isfinite(hi):
+            return f"[{f(lo)}, {f(hi)}]"
+        return "[no interval: most resamples constant]"
     lines = [f"correlations over configurations (95% bootstrap intervals, {RESAMPLES} resamples, seed {SEED}):"]
     width = max(len(f"{x} ~ {y}") for x, y in zip(corr["x"], corr["y"]))
     for r in corr.to_dict("records"):
-        lines.append(f"  {(r['x'] + ' ~ ' + r['y']).ljust(width)}  n {r['n']:3d}  pearson {f(r['pearson'])} "
-                     f"[{f(r['pearson_lo'])}, {f(r['pearson_hi'])}]  spearman {f(r['spearman'])} "
-                     f"[{f(r['spearman_lo'])}, {f(r['spearman_hi'])}]")
+        head = f"  {(r['x'] + ' ~ ' + r['y']).ljust(width)}  n {r['n']:3d}  "
+        if not (np.isfinite(r["pearson"]) and np.isfinite(r["spearman"])):  # a constant column (the only cause)
+            lines.append(head + (corr.attrs.get("why", {}).get((r["x"], r["y"]))
+                                 or f"no correlation: {r['x']} or {r['y']} is the same in every configuration"))
+            continue
+        lines.append(f"{head}pearson {f(r['pearson'])} {interval(r, 'pearson')}  spearman {f(r['spearman'])} "
+                     f"{interval(r, 'spearman')}")
     return "\n".join(lines)

@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from . import control_figures, metrics
-from .correlations import correlation_table, format_correlations, is_missing, join_performance
+from .correlations import correlation_table, format_correlations, is_missing, join_performance, no_correlation
 from .errors import DataError, UsageError
 from .files import CORRELATIONS_NAME, NOT_RESULTS, TABLE_NAME, atomic_write_bytes, atomic_write_text
 from .names import FINAL, parse_model, parse_side
@@ -271,9 +271,9 @@ def correlation_lines(table, x):
     for m in table_methods(table):
         r, rho = correlations(table, x, m)
         n = int(table[[x, f"{m}_acc"]].dropna().shape[0]) if x in table.columns else 0
-        if n < 3:
-            continue  # no correlation over fewer than 3 pairs
-        lines.append(f"{m}: matching accuracy vs {x}: pearson {r:.4f}, spearman {rho:.4f} ({n} pairs)")
+        why = no_correlation(table, x, f"{m}_acc")
+        lines.append(f"{m}: matching accuracy vs {x}: " + (why.replace("configuration", "pair") if why else
+                                                           f"pearson {r:.4f}, spearman {rho:.4f} ({n} pairs)"))
     return lines
 
 
@@ -390,7 +390,7 @@ def draw_figure(table, path, x="kernel_cka", title=None):
         control = models.map(is_control).astype(bool)
         any_control |= bool(control.any())
         ax.scatter(d[x][~control], d[f"{method}_acc"][~control], color=color, marker="o", s=28,
-                   label=f"{method} (r={r:.2f}, ρ={rho:.2f})")
+                   label=f"{method} (r={r:.2f}, ρ={rho:.2f})" if math.isfinite(r) else f"{method} (no correlation)")
         ax.scatter(d[x][control], d[f"{method}_acc"][control], color=color, marker="x", s=40)
         for idxs in layer_series(d, vary):
             ax.plot(d.loc[idxs, x], d.loc[idxs, f"{method}_acc"], color=color, lw=1, alpha=0.6)
@@ -420,7 +420,11 @@ def draw_figure(table, path, x="kernel_cka", title=None):
     fig.savefig(buf, format="png", dpi=150)
     atomic_write_bytes(path, buf.getvalue())
     for m, (r, rho) in corrs.items():
-        _logger.info("%s: %s vs matching accuracy: pearson %.4f, spearman %.4f", m, x, r, rho)
+        why = no_correlation(table, x, f"{m}_acc")
+        if why:
+            _logger.info("%s: %s vs matching accuracy: %s", m, x, why)
+        else:
+            _logger.info("%s: %s vs matching accuracy: pearson %.4f, spearman %.4f", m, x, r, rho)
     return corrs
 
 

@@ -7,8 +7,9 @@ background process, at most P at a time, with the variables SLURM sets (``SLURM_
 ``SLURM_ARRAY_JOB_ID``, ``SLURM_ARRAY_TASK_ID``, ...) and the batch output in its ``--output`` / ``--error``
 files. ``srun`` runs its command with the task variables and its own ``--output`` / ``--error`` (``%A %a
 %j %t`` filled in). ``sacct -o JobID,State,NodeList --parsable2 -j N`` answers from the task states
-(PENDING, RUNNING, COMPLETED, FAILED, CANCELLED) in submitit's expected format; ``scancel N`` cancels the
-tasks that have not started. State lives in files under the state folder (STANDIN_SLURM_STATE).
+(PENDING, RUNNING, COMPLETED, FAILED, CANCELLED) in submitit's expected format; ``squeue -h -o %i|%T`` the
+waiting and running ones; ``scancel N`` kills the running tasks and cancels the others; ``#SBATCH --begin``
+holds the job until it is cancelled. No time limits. State lives in files under the state folder (STANDIN_SLURM_STATE).
 """
 import os
 import re
@@ -81,7 +82,16 @@ def _run(job, script, tasks):
     flags = dict(re.findall(r"^#SBATCH --([\w-]+)=(.*)$", text, re.M))
     at_once = int(flags["array"].split("%")[1]) if "%" in flags.get("array", "") else 1
     queue, running = [None if t == "None" else int(t) for t in tasks.split(",")], {}
+    cancel = _state_dir() / f"{job}.cancel"
+    while "begin" in flags and not cancel.exists():  # --begin: held until cancelled (no clock here)
+        time.sleep(0.1)
     while queue or running:
+        if cancel.exists():  # scancel: the running tasks are killed, the waiting ones never start
+            for task, proc in running.items():
+                os.killpg(proc.pid, 15)
+                proc.wait()
+                _set_state(job, task, "CANCELLED")
+            running.clear()
         while queue and len(running) < at_once:
             task = queue.pop(0)
             if (_state_dir() / f"{job}.cancel").exists():
@@ -97,7 +107,8 @@ def _run(job, script, tasks):
             out = _fill(flags.get("output", os.devnull), job, task)
             err = _fill(flags.get("error", out), job, task)
             with open(out, "a") as o, open(err, "a") as e:
-                running[task] = subprocess.Popen(["bash", script], env=env, stdout=o, stderr=e)
+                running[task] = subprocess.Popen(["bash", script], env=env, stdout=o, stderr=e,
+                                                 start_new_session=True)
         for task, proc in list(running.items()):
             if proc.poll() is not None:
                 del running[task]
@@ -136,10 +147,12 @@ def sacct(argv):
 
 
 def squeue(argv):
-    print("JOBID STATE")
+    """``-o %i|%T``: one line per task, job id and state (``-h``: no header); the other options are ignored."""
+    if "-h" not in argv:
+        print("JOBID|STATE")
     for name, state in _states().items():
         if state in ("PENDING", "RUNNING"):
-            print(f"{name} {state}")
+            print(f"{name}|{state}")
     return 0
 
 

@@ -44,8 +44,8 @@ def states(slurm, job, n):
     return found
 
 
-@pytest.fixture
-def slurm(tmp_path, monkeypatch):
+@pytest.fixture(params=["stand-in"])  # these check the stand-in's own records; the real scheduler's tests are in
+def slurm(tmp_path, monkeypatch):       # test_launch_slurm.py
     for k, v in slurm_standin.install(tmp_path / "bin", tmp_path / "slurm").items():
         monkeypatch.setenv(k, v)
     return tmp_path / "slurm"
@@ -146,7 +146,7 @@ def test_failed_job_is_named_with_its_log_and_the_rerun_runs_only_it(workdir, ca
 
 SLURM_FLAGS = ["--launcher", "slurm", "--slurm-partition", "gpu", "--slurm-time", "30", "--slurm-gpus", "1",
                "--slurm-cpus", "4", "--slurm-mem", "16G", "--slurm-account", "proj", "--slurm-array-parallelism",
-               "2", "--slurm-extra", "qos=high"]
+               "2", "--slurm-extra", "qos=high", "--slurm-setup", "module load cuda/12.1", "echo set up"]
 
 
 def test_slurm_job_array_script_and_results(workdir, slurm, capsys):
@@ -163,6 +163,9 @@ def test_slurm_job_array_script_and_results(workdir, slurm, capsys):
                  "#SBATCH --account=proj", "#SBATCH --qos=high", "#SBATCH --job-name=vlsim-run"):
         assert line in text.splitlines(), line
     assert f"export PYTHONPATH={ROOT}" in text  # the jobs find src/ wherever the command was started
+    lines = text.splitlines()  # the setup lines, in their order, before the job's Python
+    assert lines.index("module load cuda/12.1") < lines.index("echo set up") < lines.index(
+        next(line for line in lines if line.startswith("srun ")))
     assert [p.name for p in slurm.glob("*.sbatch")] == ["4821.sbatch"]  # one sbatch call: one job array
     assert (slurm / "4821.sbatch").read_text() == text
     assert states(slurm, 4821, 4) == ["COMPLETED"] * 4
@@ -259,3 +262,102 @@ def test_a_results_file_of_another_configuration_is_not_finished(workdir, capsys
     assert not finished(cfg)
     os.remove(path)
     assert not finished(cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --jobs-dir and SLURM names checked before anything runs
+# ----------------------------------------------------------------------------------------------------------
+
+def test_jobs_dir_that_is_a_file_or_cannot_be_made_is_one_message(workdir, capsys, monkeypatch):
+    (workdir / "afile").write_text("not a folder")
+    for jobs_dir, code, needle in (("afile", 2, "--jobs-dir afile is a file, not a folder"),
+                                   ("afile/sub", 1, "--jobs-dir afile/sub: cannot create it, afile is a file")):
+        assert run.main(PAIRS + ["--launcher", "local", "--jobs-dir", jobs_dir]) == code
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err
+    assert not (workdir / "results").exists()
+
+    # a read-only disk (root may write anywhere else, so the answer of os.access is what a read-only mount gives)
+    (workdir / "ro").mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == "ro" else real_access(p, mode))
+    assert run.main(PAIRS + ["--launcher", "local", "--jobs-dir", "ro/jobs"]) == 1
+    err = capsys.readouterr().err
+    assert "--jobs-dir ro/jobs: cannot write in ro (read-only or permission denied)" in err and "Traceback" not in err
+    monkeypatch.setattr(os, "access", real_access)
+
+    # the folder of the command itself cannot be made when the jobs are submitted (a disk turned read-only)
+    import errno
+    from pathlib import Path
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *a, **k):
+        if self.parent.name == "jobs":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_mkdir(self, *a, **k)
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    assert run.main(PAIRS + ["--launcher", "local"]) == 1
+    err = capsys.readouterr().err
+    assert "--jobs-dir jobs: cannot create jobs/run_" in err and "Read-only file system" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--slurm-partition", "--slurm-account"])
+@pytest.mark.parametrize("value", ["", " ", "gpu debug"])
+def test_empty_slurm_partition_or_account_is_refused(workdir, capsys, flag, value):
+    assert run.main(PAIRS + ["--launcher", "slurm", "--dry-run", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"{value!r}: give a name without spaces" in err and "Traceback" not in err
+
+
+def test_job_states_from_scontrol_where_sacct_answers_nothing(tmp_path, monkeypatch):
+    """scontrol's records of an array (one per task that started, one for the waiting rest) read as sacct's
+    would be; a task it no longer lists is GONE. The real scheduler's run is in test_launch_slurm.py."""
+    from src import launch
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text(
+        "#!/bin/sh\n"
+        "echo 'JobId=9 ArrayJobId=7 ArrayTaskId=0 JobName=x JobState=COMPLETED Reason=None'\n"
+        "echo 'JobId=10 ArrayJobId=7 ArrayTaskId=1 JobName=x JobState=TIMEOUT Reason=TimeLimit'\n"
+        "echo 'JobId=7 ArrayJobId=7 ArrayTaskId=2-4,6%2 JobName=x JobState=PENDING Reason=JobArrayTaskLimit'\n"
+        "echo 'JobId=12 JobName=y JobState=CANCELLED Reason=None'\n")
+    (fake / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    got = {k: v["State"] for k, v in launch.scontrol_states({"7"}, {"7_0", "7_1", "7_3", "7_5"}).items()}
+    assert got == {"7_0": "COMPLETED", "7_1": "TIMEOUT", "7_2": "PENDING", "7_3": "PENDING", "7_4": "PENDING",
+                   "7_6": "PENDING", "12": "CANCELLED", "7_5": launch.GONE}
+    # the watcher: sacct fails once, one line says so, every later poll asks scontrol only
+    (fake / "sacct").write_text("#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\n"
+                                "echo called >> \"$(dirname \"$0\")/sacct.calls\"\nexit 1\n")
+    (fake / "sacct").chmod(0o755)
+    import logging
+    watcher = launch._slurm_watcher()
+    watcher.register_job("7_1")
+    watcher.register_job("7_3")
+    with _caught(logging.WARNING) as records:
+        for _ in range(3):
+            watcher.update()
+    assert [r.getMessage() for r in records] == [
+        "sacct answers nothing here (Slurm accounting storage is disabled): job states come from scontrol instead"]
+    assert (fake / "sacct.calls").read_text().count("called") == 1
+    assert watcher.get_state("7_1", mode="cache") == "TIMEOUT" and watcher.is_done("7_1", mode="cache")
+    assert watcher.get_state("7_3", mode="cache") == "PENDING" and not watcher.is_done("7_3", mode="cache")
+
+
+class _caught:
+    """The records src.launch logs at ``level`` or above (its logger may not propagate to caplog)."""
+    def __init__(self, level):
+        import logging
+        self.handler = logging.Handler(level)
+        self.records = []
+        self.handler.emit = self.records.append
+
+    def __enter__(self):
+        import logging
+        logging.getLogger("src.launch").addHandler(self.handler)
+        return self.records
+
+    def __exit__(self, *exc):
+        import logging
+        logging.getLogger("src.launch").removeHandler(self.handler)
