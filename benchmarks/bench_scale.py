@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np
 import torch
 
-from src.files import embedding_path, load_embeddings
+from src.files import load_embeddings, side_file
 from src.local_cka import RBFExpansion, kernel_local_CKA
 from src.matching import graph_matching
 from src.methods import METHODS
@@ -67,8 +67,8 @@ N_REAL = 1000
 def real_rows(n):
     """n paired rows (source: mpnet captions, target: Lite0 photos), float64: the 1,000 real pairs shuffled,
     then paired mixtures of them."""
-    text = load_embeddings(embedding_path(ROOT / "data", "flickr1k", "mpnet", "text")).double()
-    img = load_embeddings(embedding_path(ROOT / "data", "flickr1k", "efficientnet_lite0", "img")).double()
+    text = load_embeddings(side_file(ROOT / "data", "flickr1k", "mpnet:text")).double()
+    img = load_embeddings(side_file(ROOT / "data", "flickr1k", "efficientnet_lite0:img")).double()
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(N_REAL, generator=g)
     X, Y = text[perm], img[perm]
