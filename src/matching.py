@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment, quadratic_assignment
+from scipy.optimize import quadratic_assignment
 from tqdm import tqdm
 
 from . import faq
+from .assignment import linear_assignment
 from .baselines import relative_baseline
 from .cka import centered_scaled_corr_rbf
 from .local_cka import kernel_local_CKA, linear_local_CKA
@@ -61,7 +62,7 @@ def hungarian(graph):
     graph = torch.as_tensor(graph).detach().cpu().double()
     Q, C = graph.shape
     shuffle = query_shuffle(C).numpy()
-    row_ind, col_ind = linear_sum_assignment(graph[:, shuffle].numpy(), maximize=True)
+    row_ind, col_ind = linear_assignment(graph[:, shuffle].numpy(), maximize=True)
     assignment = np.full(Q, -1, dtype=np.int64)
     assignment[row_ind] = shuffle[col_ind]
     return float(np.sum(assignment == np.arange(Q))) / len(col_ind), assignment
@@ -130,7 +131,7 @@ def graph_matching(source_base, target_base, source_query, target_query, device=
         if init in WARM_GRAPHS:
             # one Hungarian assignment on the cheap graph, in the shuffled target order the problem uses
             g = WARM_GRAPHS[init](source_base, target_base, source_query, target_query, device)
-            warm = linear_sum_assignment(g.detach().cpu().double()[:, shuffle].numpy(), maximize=True)[1]
+            warm = linear_assignment(g.detach().cpu().double()[:, shuffle].numpy(), maximize=True)[1]
             kind = "warm"
         work = torch.as_tensor(source_base).device if device is None else torch.device(device)
         with tqdm(total=restarts, desc="qap restarts", disable=not progress, leave=False) as bar:
