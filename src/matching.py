@@ -21,7 +21,7 @@ from scipy.optimize import quadratic_assignment
 from tqdm import tqdm
 
 from . import faq
-from .assignment import linear_assignment
+from .assignment import SPARSE_FROM, linear_assignment
 from .baselines import relative_baseline
 from .cka import centered_scaled_corr_rbf
 from .local_cka import kernel_local_CKA, linear_local_CKA
@@ -147,10 +147,11 @@ def graph_matching(source_base, target_base, source_query, target_query, device=
 
 
 # estimate_qap_seconds' model of one restart: ITERATIONS Frank-Wolfe steps (2 to 3 per restart measured on
-# the bundled data and on synthetic kernels at Q = 250 to 2,000), each one m^3 product, one m x m Hungarian
-# assignment (cubic in m at worst) and a fixed overhead; benchmarks/bench_scale.py prints the estimates next
-# to measured times.
-ITERATIONS, CALIBRATION_SIZE = 3, 512
+# the bundled data and on synthetic kernels at Q = 250 to 2,000), each one m^3 product, one m x m assignment
+# and a fixed overhead. The assignment is LAPJV's (cubic in m at worst) up to assignment.SPARSE_FROM, then the
+# sparse solver's, whose dense passes over the m x m gradient grow as m^2 (SPARSE_EXPONENT);
+# benchmarks/bench_scale.py prints the estimates next to measured times.
+ITERATIONS, CALIBRATION_SIZE, SPARSE_EXPONENT = 3, 512, 2
 
 
 def expected_restarts(restarts, patience, batch=8):
@@ -211,7 +212,9 @@ def estimate_qap_seconds(n_anchors, n_queries, restarts=500, solver="fast", pati
     """
     overhead, product, assignment, m0 = qap_step_costs(n_queries, str(torch.device(device)))
     grow = (n_queries / m0) ** 3
-    if solver == "scipy":
+    dense = min(n_queries, SPARSE_FROM)
+    lap_grow = (dense / m0) ** 3 * (n_queries / dense) ** SPARSE_EXPONENT
+    if solver == "scipy":   # scipy's FAQ runs scipy's own assignment, cubic
         return restarts * ITERATIONS * (overhead + 12 * product * grow + assignment * grow)
     runs = 1 if init == "barycenter" else expected_restarts(restarts, patience)
-    return runs * ITERATIONS * (overhead + (product + assignment) * grow)
+    return runs * ITERATIONS * (overhead + product * grow + assignment * lap_grow)
