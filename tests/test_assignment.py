@@ -99,3 +99,24 @@ def test_dense_fallback_gives_the_same_optimum(monkeypatch):
     assert info["path"] == "dense"
     ref = linear_sum_assignment(C)[1]
     assert abs(C[np.arange(1300), x].sum() - C[np.arange(1300), ref].sum()) < 1e-9 * 1300
+
+
+def test_faq_warm_started_batches_reach_the_optimum(monkeypatch):
+    # faq's inner assignments: each restart's last columns and potentials start the next step's solve (on the
+    # sparse path, here from 100 rows so that the test stays small); every answer is still scipy's optimum
+    from concurrent.futures import ThreadPoolExecutor
+
+    from src import faq
+    monkeypatch.setattr(faq, "SPARSE_FROM", 100)
+    g = torch.Generator().manual_seed(0)
+    M = torch.rand(3, 150, 150, generator=g, dtype=torch.float64)
+    slots = [None] * 3
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            cols = faq._lap_batch(M, True, pool, slots).numpy()
+            for b in range(3):
+                ref = linear_sum_assignment(M[b].numpy(), maximize=True)[1]
+                assert abs(M[b].numpy()[np.arange(150), cols[b]].sum()
+                           - M[b].numpy()[np.arange(150), ref].sum()) < 1e-9 * 150
+            assert all(s is not None for s in slots)
+            M = M + 0.05 * torch.rand(3, 150, 150, generator=g, dtype=torch.float64)
