@@ -20,10 +20,10 @@ leaves the optimum of the real rows unchanged):
   C_ij - u_i - v_j is >= 0 (LP duality: sum u + sum v bounds every assignment from below and the matched
   entries reach it); that is checked over the dense matrix in row blocks, to float rounding (``_tolerance``).
   Entries that violate it join the candidate set (at most the ``k`` worst of a row while the duals are far
-  off) and the sparse problem is solved again (5 or 6 rounds on the real graphs of benchmarks/bench_scale.py at 2,000
-  and 5,000 rows). After
-  ``MAX_ROUNDS`` rounds, or when the set grows past a quarter of the matrix, or if Bellman-Ford finds a
-  negative cycle, the dense LAPJV (``lap.lapjv``) solves the matrix instead: the answer is exact on every path.
+  off) and the sparse problem is solved again (5 or 6 rounds on the real graphs of benchmarks/bench_scale.py
+  at 2,000 and 5,000 rows). After ``MAX_ROUNDS`` rounds, or when the set grows past a quarter of the matrix,
+  or if Bellman-Ford finds a negative cycle, the dense LAPJV (``lap.lapjv``) solves the matrix instead: the
+  answer is exact on every path.
 
 Ties (several assignments with the optimal objective): below ``SCIPY_BELOW``, the one scipy returns; up to
 ``SPARSE_FROM``, LAPJV's; above, the one LAPMOD reaches on the candidate set (LAPJV's on the dense
