@@ -21,6 +21,7 @@ machine whose load drifts treats every way alike.
     python benchmarks/bench_extract.py --repeat 3                 # the figure docs/speed.md quotes
     python benchmarks/bench_extract.py --batch-size 32          # the old CPU default, for comparison
     python benchmarks/bench_extract.py --no-fold-bn             # defaults with the model as it loads
+    python benchmarks/bench_extract.py --smoke                  # seconds: 2 and 4 photos (what CI runs)
     python benchmarks/bench_extract.py --device cuda --batch-size 128 --workers 8     # on a GPU
     python benchmarks/bench_extract.py --device cuda --model dinov2 --random-dinov2-large /tmp/d2l
         # the paper's DINOv2-L architecture with random weights (throughput only; no hub needed)
@@ -59,6 +60,23 @@ def save_random_dinov2_large(path):
     return path
 
 
+def made_up_photos(tmp, n):
+    """n photos of random pixels and a captions.json in COCO's format (--smoke without the real photos)."""
+    from PIL import Image
+    folder = tmp / "photos"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    images, annotations = [], []
+    for i in range(1, n + 1):
+        pixels = torch.randint(0, 256, (96, 128, 3), generator=g, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i}.jpg")
+        images.append({"id": i, "file_name": f"{i}.jpg", "height": 96, "width": 128})
+        annotations.append({"id": i, "image_id": i, "caption": f"photo {i}"})
+    captions = tmp / "captions.json"
+    captions.write_text(json.dumps({"images": images, "annotations": annotations}))
+    return str(folder), str(captions)
+
+
 def photos(images, captions, n, tmp):
     """The dataset of the first n photos (by id) of captions.json, as get_embeds loads it."""
     cap = json.loads(Path(captions).read_text())
@@ -90,10 +108,18 @@ def main(argv=None):
                    help="the defaults way without get_embeds' BatchNorm folding")
     p.add_argument("--model", default="efficientnet_lite0", help="registry name")
     p.add_argument("--weights", default=None, help="local weights for --model")
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds: 2 and 4 photos (made up, random pixels, when --images has none), batch 2, no "
+                        "workers (CI runs it)")
     p.add_argument("--random-dinov2-large", default=None, metavar="DIR",
                    help="save a randomly initialised DINOv2-L (facebook/dinov2-large's architecture and "
                         "preprocessing) to DIR and use it as --weights")
     args = p.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp())
+    if args.smoke:
+        args.small, args.large, args.repeat, args.batch_size, args.workers = 2, 4, 1, "2", 0
+        if not Path(args.images).is_dir():
+            args.images, args.captions = made_up_photos(tmp, args.large)
     if not 0 < args.small < args.large:
         p.error("need 0 < --small < --large")
     if args.threads:
@@ -101,7 +127,6 @@ def main(argv=None):
     dev = torch.device(args.device)
     batch = resolve_batch_size(args.batch_size if args.batch_size == "auto" else int(args.batch_size), dev, "img")
     workers = resolve_num_workers(args.workers, dev)
-    tmp = Path(tempfile.mkdtemp())
     captions = args.captions or Path(args.images).parent / "captions.json"
     if not Path(args.images).is_dir() or not Path(captions).is_file():
         p.error(f"no photos at --images {args.images} with captions {captions}: set VLSIM_DATA_ROOT to the folder "

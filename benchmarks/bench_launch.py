@@ -11,6 +11,7 @@ this one run, and whether the two table.csv files are equal byte for byte.
     python benchmarks/bench_launch.py                               # the whole figure1 demo
     python benchmarks/bench_launch.py --parallelism 1 2             # two local runs: 1 and 2 jobs at a time
     python benchmarks/bench_launch.py --methods relative --seeds 0  # a quick look
+    python benchmarks/bench_launch.py --smoke                         # seconds: two pairs (what CI runs)
 """
 import argparse
 import os
@@ -26,8 +27,9 @@ sys.path.insert(0, str(ROOT))
 import run  # noqa: E402
 
 
-def demo_flags(demo, methods=None, seeds=None):
-    d, data = run.DEMOS[demo], run.DEMO_DATA
+def demo_flags(d, methods=None, seeds=None):
+    """The flags of a demo (d: its entry of run.DEMOS) as a command line."""
+    data = run.DEMO_DATA
     return (["--m", *(methods or d["methods"]), "--vid_model", *d["vid_models"], "--text_model", *d["text_models"],
              "--base_data", data["base_data"], "--query_data", data["query_data"], "--b", str(data["base_samples"]),
              "--q", str(data["query_samples"]), "--c", str(data["clustering_mode"]),
@@ -45,16 +47,20 @@ def timed(argv, out):
     return seconds
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--demo", default="figure1", choices=tuple(run.DEMOS))
     p.add_argument("--methods", nargs="+", default=None, help="default: the demo's")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the demo's (0 1 2)")
     p.add_argument("--parallelism", nargs="+", type=int, default=[1], help="--local-parallelism of each local run")
-    args = p.parse_args()
-
-    flags = demo_flags(args.demo, args.methods, args.seeds)
-    d = run.DEMOS[args.demo]
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds: two pairs of the demo, the linear method, seed 0 (CI runs it)")
+    args = p.parse_args(argv)
+    d = dict(run.DEMOS[args.demo])
+    if args.smoke:
+        args.methods, args.seeds, args.parallelism = ["linear"], [0], [1]
+        d["vid_models"], d["text_models"] = d["vid_models"][:1], d["text_models"][:2]   # table.csv needs 2 pairs
+    flags = demo_flags(d, args.methods, args.seeds)
     pairs = len(d["vid_models"]) * len(d["text_models"])
     methods = args.methods or d["methods"]
     seeds = args.seeds or run.DEMO_DATA["seeds"]

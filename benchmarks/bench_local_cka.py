@@ -7,6 +7,7 @@ on the full graph. Prints both, the ratio, and the largest |difference| over the
 
     python benchmarks/bench_local_cka.py                       # the paper's default sizes
     python benchmarks/bench_local_cka.py --q 5000 --plain-rows 0 --dtype float64   # memory at Q = 5,000
+    python benchmarks/bench_local_cka.py --smoke                # seconds: tiny sizes (what CI runs)
 """
 import argparse
 import os
@@ -48,7 +49,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--b", type=int, default=320, help="anchors")
     p.add_argument("--q", type=int, default=500, help="queries")
@@ -57,7 +58,10 @@ def main():
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3, help="fast path: best of this many runs")
-    args = p.parse_args()
+    p.add_argument("--smoke", action="store_true", help="a few seconds: 16 anchors, 40 queries, d = 32 (CI runs it)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.b, args.q, args.d, args.plain_rows, args.repeats = 16, 40, 32, 1, 1
     dev, dtype = torch.device(args.device), getattr(torch, args.dtype)
     g = torch.Generator().manual_seed(0)
     Z = torch.randn(args.b + args.q, 64, generator=g)

@@ -4,6 +4,7 @@ queries of the bundled flickr1k demo embeddings, seed 0). Prints seconds, best o
 accuracy of each, and the time ratios.
 
     python benchmarks/bench_qap.py [--restarts 500] [--device cpu] [--seeds 0] [--skip-scipy]
+    python benchmarks/bench_qap.py --smoke          # seconds: tiny sizes (what CI runs)
 """
 import argparse
 import os
@@ -19,22 +20,30 @@ from src.files import load_embeddings, side_file  # noqa: E402
 from src.matching import graph_matching  # noqa: E402
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--restarts", type=int, default=500, help="scipy restarts (the paper's 500)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="query seeds (seed2), one problem each")
     p.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "data"))
     p.add_argument("--skip-scipy", action="store_true", help="only the fast solver (e.g. on a GPU)")
-    args = p.parse_args()
+    p.add_argument("--anchors", type=int, default=320)
+    p.add_argument("--queries", type=int, default=500)
+    p.add_argument("--smoke", action="store_true",
+                   help="a few seconds: 16 anchors, 24 queries, at most 8 restarts a run (CI runs it)")
+    args = p.parse_args(argv)
+    args.cap = None
+    if args.smoke:
+        args.anchors, args.queries, args.restarts, args.cap = 16, 24, 2, 8
     dev = torch.device(args.device)
     text = load_embeddings(side_file(args.data_dir, "flickr1k", "minilm:text"))
     img = load_embeddings(side_file(args.data_dir, "flickr1k", "efficientnet_lite0:img"))
     for seed2 in args.seeds:
-        sb, tb, sq, tq = (t.to(dev) for t in utils.get_data_sep(0, seed2, 320, 500, text, img, text, img,
-                                                               None, None, 0, True, False))
-        print(f"\nproblem: 320 anchors + 500 queries, flickr1k minilm (text) -> efficientnet_lite0 (img), "
-              f"seed2 {seed2}, device {dev}, {torch.get_num_threads()} threads")
+        rows = utils.get_data_sep(0, seed2, args.anchors, args.queries, text, img, text, img, None, None, 0, True,
+                                  False)
+        sb, tb, sq, tq = (t.to(dev) for t in rows)
+        print(f"\nproblem: {args.anchors} anchors + {args.queries} queries, flickr1k minilm (text) -> "
+              f"efficientnet_lite0 (img), seed2 {seed2}, device {dev}, {torch.get_num_threads()} threads")
         bench_one(args, dev, sb, tb, sq, tq)
 
 
@@ -56,6 +65,8 @@ def bench_one(args, dev, sb, tb, sq, tq):
             ("fast warm kernel_local_CKA x10", dict(init="kernel_local_CKA", restarts=10, patience=None)),
             ("fast warm kernel_local_CKA, patience 10", dict(init="kernel_local_CKA", restarts=500, patience=10))]
     for label, opts in runs:
+        if args.cap:
+            opts = {**opts, "restarts": min(opts["restarts"], args.cap)}
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()

@@ -28,7 +28,15 @@ path (``exact=True``) in the inputs' dtype and the exact float64 graph, with sec
 |difference| of each to the exact float64 graph, in one run. Writes the figure (seconds against Q, log-log,
 one line a method, the fitted exponent in the legend).
 
+With ``--assignment`` it first prints the assignment table: the Hungarian step of linear_local_CKA (its
+graph on the real inputs, as matching.hungarian solves it) by scipy's ``linear_sum_assignment`` and by
+src/assignment.py's ``linear_assignment``, both in one fresh process a size: seconds, their ratio, the
+relative objective difference, the fraction of rows given the same column and the peak memory of each.
+
     python benchmarks/bench_scale.py                                  # everything (about an hour on 2 cores)
+    python benchmarks/bench_scale.py --assignment --methods qap --inputs real --dtypes float32 --exact-q 0 \
+        --threads 1 --limit 1200 --figure ''                          # docs/speed.md's assignment and qap rows
+    python benchmarks/bench_scale.py --smoke                          # seconds: tiny sizes (what CI runs)
     python benchmarks/bench_scale.py --sizes 500 1000 --dtypes float32 --inputs synthetic --exact-q 0
     python benchmarks/bench_scale.py --methods kernel_local_CKA --sizes 20000 --graph-only --exact-q 0
     python benchmarks/bench_scale.py --device cuda                    # on a GPU
@@ -48,10 +56,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 
-from src.files import embedding_path, load_embeddings
+from src.assignment import linear_assignment
+from src.files import load_embeddings, side_file
 from src.local_cka import RBFExpansion, kernel_local_CKA
-from src.matching import graph_matching
+from src.matching import graph_matching, query_shuffle
 from src.methods import METHODS
 from src.retrieval import get_retrieval
 
@@ -67,8 +77,8 @@ N_REAL = 1000
 def real_rows(n):
     """n paired rows (source: mpnet captions, target: Lite0 photos), float64: the 1,000 real pairs shuffled,
     then paired mixtures of them."""
-    text = load_embeddings(embedding_path(ROOT / "data", "flickr1k", "mpnet", "text")).double()
-    img = load_embeddings(embedding_path(ROOT / "data", "flickr1k", "efficientnet_lite0", "img")).double()
+    text = load_embeddings(side_file(ROOT / "data", "flickr1k", "mpnet:text")).double()
+    img = load_embeddings(side_file(ROOT / "data", "flickr1k", "efficientnet_lite0:img")).double()
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(N_REAL, generator=g)
     X, Y = text[perm], img[perm]
@@ -258,6 +268,71 @@ def run_exact_check(spec):
     return out
 
 
+def run_assignment(spec):
+    """The Hungarian step of run.py's linear_local_CKA method at one size, on the real inputs: its graph
+    (float32, shuffled as matching.hungarian shuffles it, then float64), solved by scipy's
+    linear_sum_assignment and by src/assignment.py's linear_assignment in the same process. Seconds, the
+    process's peak resident memory during each solve (the graph included) and the objectives."""
+    d = draw(spec["inputs"], spec["anchors"], spec["q"], torch.float32, "cpu")
+    method = METHODS[spec["assignment_graph"]].create({})
+    graph = method.graph(d, "cpu").double()[:, query_shuffle(spec["q"])].numpy()
+    del d
+    linear_assignment(graph[:64, :64], maximize=True)           # warm-up (imports, first calls)
+    linear_sum_assignment(graph[:64, :64], maximize=True)
+    out, cols = {}, {}
+    for name, solve in (("new", linear_assignment), ("scipy", linear_sum_assignment)):
+        if name == "scipy" and spec["skip_scipy"]:
+            continue
+        reset_peak("cpu")
+        (rows, cols[name]), out[f"{name}_s"] = timed(lambda solve=solve: solve(graph, maximize=True), "cpu")
+        out[f"{name}_peak_gib"] = peak_gib("cpu")
+        out[f"{name}_objective"] = float(graph[rows, cols[name]].sum())
+    if "scipy" in cols:   # where optima tie, the two may differ in a few rows with the same objective
+        out["same_columns"] = float(np.mean(cols["new"] == cols["scipy"]))
+    return out
+
+
+def run_here(spec):
+    """One point in this process (--smoke: the code paths, not the measurements)."""
+    kind = spec.get("kind")
+    return run_exact_check(spec) if kind == "exact" else run_assignment(spec) if kind == "assignment" \
+        else run_point(spec)
+
+
+def assignment_table(args, device, run):
+    """scipy against linear_assignment at each size, both in one fresh process a size; scipy is left out
+    where its estimate (Q^3 from the last size it ran) passes --limit."""
+    print(f"assignment: the Hungarian step of {args.assignment_graph} (maximise), real inputs, "
+          f"{args.anchors} anchors; both solvers in one process a size"
+          f"{', a fresh one' if run is in_subprocess else ' (--smoke: this one)'}\n")
+    head = (f"{'Q':>6} {'scipy s':>8} {'new s':>8} {'ratio':>6} {'rel. objective diff':>20} {'same cols':>9} "
+            f"{'scipy GiB':>9} {'new GiB':>8}  GPU")
+    print(head)
+    print("-" * len(head))
+    last = None
+    for q in sorted(args.assignment_sizes):
+        est = last[1] * (q / last[0]) ** 3 if last else 0.0
+        spec = {"kind": "assignment", "inputs": "real", "q": q, "anchors": args.anchors,
+                "assignment_graph": args.assignment_graph, "skip_scipy": est > args.limit}
+        r = run(spec, max(3 * args.limit, 600))
+        if "error" in r:
+            print(f"{q:>6} failed: {r['error']}")
+            continue
+        gpu = "no GPU lent" if device == "cpu" else "-"
+        if "scipy_s" not in r:
+            print(f"{q:>6} {'-':>8} {fmt_s(r['new_s']):>8} {'-':>6} {'-':>20} {'-':>9} {'-':>9} "
+                  f"{r['new_peak_gib']:8.2f}  {gpu}  (scipy not run: estimated {est:.0f} s > --limit)", flush=True)
+            continue
+        last = (q, r["scipy_s"])
+        diff = abs(r["new_objective"] - r["scipy_objective"]) / abs(r["scipy_objective"])
+        print(f"{q:>6} {fmt_s(r['scipy_s']):>8} {fmt_s(r['new_s']):>8} {r['scipy_s'] / r['new_s']:6.1f} "
+              f"{diff:20.1e} {r['same_columns']:9.4f} {r['scipy_peak_gib']:9.2f} {r['new_peak_gib']:8.2f}  {gpu}",
+              flush=True)
+    print("ratio: scipy s / new s; rel. objective diff: |new - scipy| / |scipy|; same cols: fraction of rows "
+          "given the same column (below 1 only where optima tie); GiB: the process's peak resident memory "
+          "during the solve, the graph included\n")
+
+
 def in_subprocess(spec, timeout):
     """Runs one spec in a fresh interpreter; its result dict, or {"error": ...}."""
     cmd = [sys.executable, os.path.abspath(__file__), "--threads", str(torch.get_num_threads()), "--run",
@@ -316,7 +391,8 @@ def main(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     p.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 5000], help="queries Q")
     p.add_argument("--anchors", type=int, default=320)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS),
+                   help="the method series (none: the assignment table only)")
     p.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=list(INPUTS))
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     p.add_argument("--device", default="cpu")
@@ -327,13 +403,28 @@ def main(argv=None):
                    help="queries of the fast-vs-exact kernel local CKA comparison (0: skip it)")
     p.add_argument("--exact-dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--figure", default=str(ROOT / "docs" / "speed_scale.png"), help="'' for none")
+    p.add_argument("--assignment", action="store_true",
+                   help="first the assignment table: scipy's linear_sum_assignment against src/assignment.py on "
+                        "the real inputs' graph at --assignment-sizes")
+    p.add_argument("--assignment-sizes", type=int, nargs="+", default=[500, 1000, 2000, 5000, 10000])
+    p.add_argument("--assignment-graph", default="linear_local_CKA", choices=[m for m in METHODS if m != "qap"],
+                   help="the method whose graph the assignments solve (as its Hungarian step)")
+    p.add_argument("--smoke", action="store_true",
+                   help="a few seconds: tiny sizes, every method once, the assignment table at two sizes, "
+                        "points in this process, no figure (CI runs it)")
     p.add_argument("--run", default=None, help=argparse.SUPPRESS)  # internal: one point, as JSON
     args = p.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.anchors, args.inputs, args.dtypes = [24], 16, ["real"], ["float32"]
+        args.assignment, args.assignment_sizes, args.exact_q = True, [40, 300], 32
+        args.figure = ""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.run:
         spec = json.loads(args.run)
-        out = run_exact_check(spec) if spec.get("kind") == "exact" else run_point(spec)
+        kind = spec.get("kind")
+        out = run_exact_check(spec) if kind == "exact" else run_assignment(spec) if kind == "assignment" \
+            else run_point(spec)
         print("RESULT " + json.dumps(out))
         return 0
 
@@ -341,8 +432,13 @@ def main(argv=None):
     rates = {dt: matmul_rate(getattr(torch, dt), device) for dt in ("float32", "float64")}
     print(f"device {device}, {torch.get_num_threads()} threads; dense 2048^2 matmul: "
           + ", ".join(f"{dt} {r:.1f} GFLOP/s" for dt, r in rates.items()))
+    run = (lambda spec, timeout: run_here(spec)) if args.smoke else in_subprocess
+    if args.assignment:
+        assignment_table(args, device, run)
+    if not args.methods:
+        return 0
     print(f"{args.anchors} anchors; one seed as run.py runs it (graph, retrieval, matching); every point in a "
-          f"fresh process\n")
+          f"{'fresh process' if run is in_subprocess else 'this process (--smoke)'}\n")
     head = (f"{'method':<17} {'input':<9} {'dtype':<7} {'Q':>6} {'graph s':>8} {'match s':>8} {'total s':>8} "
             f"{'cpu s':>7} {'peak GiB':>8} {'GFLOP':>8} {'GFLOP/s':>8} {'matmul':>7} {'ratio':>6}  note")
     print(head)
@@ -364,7 +460,7 @@ def main(argv=None):
                         continue
                     spec = {"method": method, "inputs": inputs, "dtype": dt, "q": q, "anchors": args.anchors,
                             "device": device, "graph_only": args.graph_only}
-                    r = in_subprocess(spec, timeout=max(3 * args.limit, 120))
+                    r = run(spec, max(3 * args.limit, 120))
                     if "error" in r:
                         print(f"{method:<17} {inputs:<9} {dt:<7} {q:>6} failed: {r['error']}")
                         continue

@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment, quadratic_assignment
+from scipy.optimize import quadratic_assignment
 from tqdm import tqdm
 
 from . import faq
+from .assignment import SPARSE_FROM, linear_assignment
 from .baselines import relative_baseline
 from .cka import centered_scaled_corr_rbf
 from .local_cka import kernel_local_CKA, linear_local_CKA
@@ -61,7 +62,7 @@ def hungarian(graph):
     graph = torch.as_tensor(graph).detach().cpu().double()
     Q, C = graph.shape
     shuffle = query_shuffle(C).numpy()
-    row_ind, col_ind = linear_sum_assignment(graph[:, shuffle].numpy(), maximize=True)
+    row_ind, col_ind = linear_assignment(graph[:, shuffle].numpy(), maximize=True)
     assignment = np.full(Q, -1, dtype=np.int64)
     assignment[row_ind] = shuffle[col_ind]
     return float(np.sum(assignment == np.arange(Q))) / len(col_ind), assignment
@@ -130,7 +131,7 @@ def graph_matching(source_base, target_base, source_query, target_query, device=
         if init in WARM_GRAPHS:
             # one Hungarian assignment on the cheap graph, in the shuffled target order the problem uses
             g = WARM_GRAPHS[init](source_base, target_base, source_query, target_query, device)
-            warm = linear_sum_assignment(g.detach().cpu().double()[:, shuffle].numpy(), maximize=True)[1]
+            warm = linear_assignment(g.detach().cpu().double()[:, shuffle].numpy(), maximize=True)[1]
             kind = "warm"
         work = torch.as_tensor(source_base).device if device is None else torch.device(device)
         with tqdm(total=restarts, desc="qap restarts", disable=not progress, leave=False) as bar:
@@ -146,10 +147,11 @@ def graph_matching(source_base, target_base, source_query, target_query, device=
 
 
 # estimate_qap_seconds' model of one restart: ITERATIONS Frank-Wolfe steps (2 to 3 per restart measured on
-# the bundled data and on synthetic kernels at Q = 250 to 2,000), each one m^3 product, one m x m Hungarian
-# assignment (cubic in m at worst) and a fixed overhead; benchmarks/bench_scale.py prints the estimates next
-# to measured times.
-ITERATIONS, CALIBRATION_SIZE = 3, 512
+# the bundled data and on synthetic kernels at Q = 250 to 2,000), each one m^3 product, one m x m assignment
+# and a fixed overhead. The assignment is LAPJV's (cubic in m at worst) up to assignment.SPARSE_FROM, then the
+# sparse solver's, whose dense passes over the m x m gradient grow as m^2 (SPARSE_EXPONENT);
+# benchmarks/bench_scale.py prints the estimates next to measured times.
+ITERATIONS, CALIBRATION_SIZE, SPARSE_EXPONENT = 3, 512, 2
 
 
 def expected_restarts(restarts, patience, batch=8):
@@ -210,7 +212,9 @@ def estimate_qap_seconds(n_anchors, n_queries, restarts=500, solver="fast", pati
     """
     overhead, product, assignment, m0 = qap_step_costs(n_queries, str(torch.device(device)))
     grow = (n_queries / m0) ** 3
-    if solver == "scipy":
+    dense = min(n_queries, SPARSE_FROM)
+    lap_grow = (dense / m0) ** 3 * (n_queries / dense) ** SPARSE_EXPONENT
+    if solver == "scipy":   # scipy's FAQ runs scipy's own assignment, cubic
         return restarts * ITERATIONS * (overhead + 12 * product * grow + assignment * grow)
     runs = 1 if init == "barycenter" else expected_restarts(restarts, patience)
-    return runs * ITERATIONS * (overhead + (product + assignment) * grow)
+    return runs * ITERATIONS * (overhead + product * grow + assignment * lap_grow)

@@ -30,8 +30,8 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
+from .assignment import linear_assignment
 from .draws import get_data_sep, legacy_class_draw
 from .errors import DataError, UsageError
 from .perturb import ROWS, perturb_pool
@@ -269,7 +269,7 @@ class Classify(Classes):
         pos = {int(c): i for i, c in enumerate(queries)}
         contingency = np.zeros((k, k))
         np.add.at(contingency, (km.labels_, [pos[int(c)] for c in lab]), 1)
-        cl, cls = linear_sum_assignment(contingency, maximize=True)
+        cl, cls = linear_assignment(contingency, maximize=True)
         cluster_at = np.empty(k, dtype=np.int64)
         cluster_at[cls] = cl
         centres = torch.as_tensor(km.cluster_centers_[cluster_at], dtype=rows.dtype)
