@@ -378,25 +378,32 @@ class BlindSolver(Solver):
 class GWSolver(Solver):
     """Entropic Gromov-Wasserstein (Alvarez-Melis and Jaakkola 2018) through POT: the inner-product loss
     (maximise sum A_ij B_kl T_ik T_jl over couplings T) by projected gradient steps, each an entropic transport
-    solved by POT's log-domain Sinkhorn (the plain one underflows once epsilon is small against the
-    gradient), then rounded to a permutation by the assignment. The kernels are scaled to unit Frobenius
-    norm / N so that ``epsilon`` means the same at every N."""
+    solved by POT's log-domain Sinkhorn (``ot.gromov``'s own solver uses the plain Sinkhorn, which underflows
+    once epsilon is small against the cost), then rounded to a permutation by the assignment. Each step's cost
+    is scaled to a maximum of 1, and epsilon falls geometrically from ``start`` to ``epsilon`` (annealing: a
+    large epsilon first finds the coarse alignment)."""
 
-    def __init__(self, kernel="linear", epsilon=0.005, iterations=100, tol=1e-7):
-        self.kernel, self.epsilon, self.iterations, self.tol = kernel, epsilon, iterations, tol
+    def __init__(self, kernel="linear", epsilon=0.005, iterations=30, start=0.1, tol=1e-6):
+        self.kernel, self.epsilon, self.iterations, self.start, self.tol = kernel, epsilon, iterations, start, tol
 
     def coupling(self, A, B):
+        import warnings
+
         import ot
         n = len(A)
-        As, Bs = A / np.linalg.norm(A) * n, B / np.linalg.norm(B) * n
         p = q = np.full(n, 1.0 / n)
         T = np.outer(p, q)
-        for _ in range(self.iterations):
-            grad = -2 * As @ T @ Bs           # gradient of -sum A T B T^T, the loss minimised
-            new = ot.sinkhorn(p, q, grad, self.epsilon, method="sinkhorn_log", numItermax=2000, stopThr=1e-9)
+        start = max(self.start, self.epsilon)
+        for k in range(self.iterations):
+            eps = start * (self.epsilon / start) ** (k / max(1, self.iterations - 1))
+            cost = -(A @ T @ B)                  # gradient of -sum A T B T^T (up to a factor 2)
+            cost = (cost - cost.min()) / max(np.ptp(cost), 1e-300)
+            with warnings.catch_warnings():    # an unconverged inner Sinkhorn still gives a usable step
+                warnings.simplefilter("ignore")
+                new = ot.sinkhorn(p, q, cost, eps, method="sinkhorn_log", numItermax=100, stopThr=1e-6)
             change = np.abs(new - T).sum()
             T = new
-            if change < self.tol:
+            if change < self.tol and eps <= self.epsilon * 1.0001:
                 break
         return T
 

@@ -90,7 +90,8 @@ class GW(BlindMethod):
     name = "gw"
     kernel: str = option("linear", "--kernel", KERNEL_HELP, choices=tuple(blind.KERNELS))
     gw_epsilon: float = option(0.005, "--gw-epsilon", "gw: entropic regularisation (kernels scaled to norm N)")
-    gw_iterations: int = option(100, "--gw-iterations", "gw: most projected-gradient steps", least=1)
+    gw_iterations: int = option(30, "--gw-iterations", "gw: projected-gradient steps (epsilon annealed from 0.1)",
+                                least=1)
 
     def validate(self):
         if not self.gw_epsilon > 0:
