@@ -10,7 +10,7 @@ from test_run import _bad
 
 import run
 from src import blind
-from src.blind_methods import BlindSearch
+from src.blind_methods import BLIND_METHODS, BlindSearch
 from src.files import save_embeddings
 from src.tasks import Draw, blind_scorer
 
@@ -221,3 +221,14 @@ def test_class_names_against_half_class_prototypes(tmp_path, monkeypatch):
     draw = TASKS["blind"].draw(TASKS["blind"].prepare(cfg, SideCache("data")), cfg, 0, "cpu")
     torch.testing.assert_close(draw.tq.double(), torch.stack(protos))
     torch.testing.assert_close(draw.sq, text[torch.as_tensor(picked)])
+
+
+@pytest.mark.parametrize("method", sorted(BLIND_METHODS))
+def test_every_blind_method_end_to_end(blind_dir, method):
+    quick = {"blind": ["--blind-iterations", "20"], "gw": ["--gw-iterations", "5"], "rosetta": ["--rosetta-centres",
+                                                                                               "5"], "exact": []}
+    assert run.main(ARGS + ["--q", "8", "--m", method, "--seeds", "0", "1"] + quick[method]) == 0
+    (f,) = list((blind_dir / "seedwise").glob("*.csv"))
+    sw = pd.read_csv(f)
+    assert sw["matching_acc"].between(0, 1).all() and (sw["top_1"] == -1).all()
+    assert sw["objective_ratio"].notna().all() and sw["oracle_acc"].between(0, 1).all()
