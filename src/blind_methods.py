@@ -28,6 +28,7 @@ class BlindMethod(Method):
     """Base of the anchor-free solvers: ``solver(n, seed)`` returns a ``blind.Solver``."""
 
     anchor_free = True
+    blind_only = True
     name = ""
 
     @classmethod

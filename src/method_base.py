@@ -27,6 +27,7 @@ class Method:
     """Base of every method (a frozen dataclass of options in each subclass)."""
 
     anchor_free = False  # matches with no anchors at all (the methods --task blind accepts)
+    blind_only = False   # matches only with no anchors (refuses anchors; the demos leave it out)
     description = ""
     same_space = False   # compares the two sides directly: needs equal dimensions
     cost_flags = ()      # the flags that bound its run time (named when its estimate is long)
