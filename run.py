@@ -37,7 +37,7 @@ from src.names import check_path_part, parse_side
 from src.perturb import INPUT, KINDS
 from src.tasks import TASKS
 
-ALL_BUT_COS = [m for m, method in METHODS.items() if not method.same_space]
+ALL_BUT_COS = [m for m, method in METHODS.items() if not method.same_space and not method.blind_only]
 DEMOS = {
     # Figure 1 in small: 3 image encoders x 2 text encoders, every method that applies
     "figure1": dict(methods=ALL_BUT_COS, vid_models=["efficientnet_lite0", "efficientnet_lite1",

@@ -187,9 +187,10 @@ class Config:
         if self.clustering_mode not in (0, 1, 2):
             raise UsageError(f"--c {self.clustering_mode}: use 0 (random anchors), 1 (source clusters) or 2 "
                              f"(target clusters)")
-        for flag, v in (("--b", self.base_samples), ("--q", self.query_samples)):
-            if v < 1:
-                raise UsageError(f"{flag} {v}: must be at least 1")
+        least_b = 1 if TASKS[self.task].anchors else 0   # --task blind: --b 0, no anchors
+        for flag, v, least in (("--b", self.base_samples, least_b), ("--q", self.query_samples, 1)):
+            if v < least:
+                raise UsageError(f"{flag} {v}: must be at least {least}")
         if self.permutations < 0:
             raise UsageError(f"--permutations {self.permutations}: must be 0 or more")
         if self.permutations > MAX_PERMUTATIONS:

@@ -6,6 +6,7 @@ task scores beyond the paper's columns. After the draw every method runs unchang
 | classes    | class prototype (mean image row) <-> class text     | legacy draw of b classes / the rest |
 | classify   | k-means centre of query images <-> class text       | as classes; centres for the queries |
 | probe      | one side: its rows and their class labels           | 5 stratified folds a seed           |
+| blind      | as captions, or class text <-> half-class prototype | no anchors / N = --q items a seed   |
 
 The contract of a task (the rest of the code only iterates ``TASKS``):
 
@@ -32,8 +33,10 @@ import numpy as np
 import torch
 
 from .assignment import linear_assignment
+from .blind import linear_kernel, local_search, objective
 from .draws import get_data_sep, legacy_class_draw
 from .errors import DataError, UsageError
+from .methods import METHODS, get_method
 from .perturb import ROWS, perturb_pool
 from .probe import FOLDS, probe_accuracy
 from .sides import load_side_cluster, pair_rows, require_distinct
@@ -70,6 +73,7 @@ class Task:
     uses = frozenset()                 # subset of TASK_FLAGS
     columns = ()                       # ScoreColumn, ...
     refuses = ("clustering_mode", "stretch")  # flags refused (not just ignored) where they do not apply
+    anchors = True                     # False: draws no anchors, and --b 0 is the only value it takes
 
     def check(self, cfg):
         """UsageError for a configuration this task cannot run (no file read)."""
@@ -362,7 +366,162 @@ class Probe(Task):
         return {"probe_acc": probe_accuracy(rows, state.labels, seed)}
 
 
-TASKS = {t.name: t for t in (Captions(), Classes(), Classify(), Probe())}
+# ----------------------------------------------------------------------------------------------------------
+# blind: no anchors at all
+# ----------------------------------------------------------------------------------------------------------
+# --task blind: N paired items per seed, matched with no pair known (no anchors), scored against the truth.
+#
+# Two kinds of data:
+#
+# - paired rows (captions of two languages, captions and images, perturbed sides): the rows of the same image id
+#   (``sides.pair_rows``); each seed draws N of them uniformly, ``np.random.default_rng(seed)``;
+# - a classification dataset (both sides' sidecars list classes, one side images, the other class names): N
+#   classes drawn per seed; a class's image item is the mean of a seeded random half of its images (itsamatch's
+#   protocol), its text item the class-name row.
+#
+# The draw has no anchors (``--b 0``: the only value accepted, so no row hides a pair). The truth (row i of the
+# source queries pairs with row i of the target queries) enters only the scorer, never a solver; the scorer's
+# kernels, the truth's objective and the oracle are computed once per draw and shared by every method:
+#
+# - ``objective_ratio``: f(assignment) / f(truth) on the linear kernel (centred cosine, ``blind.linear_kernel``),
+#   f(p) = trace(A P B P^T), whatever kernel the method searched on;
+# - ``beats_truth``: 1 when that ratio exceeds 1 (the objective prefers a wrong matching: the signal, not the
+#   solver, limits accuracy there);
+# - ``oracle_acc``: accuracy of the 2-swap local optimum reached from the truth (``blind.local_search``): the
+#   accuracy this objective allows near the truth.
+
+MIN_ITEMS = 3   # two items have one matching besides the truth: nothing to search
+
+
+@dataclass
+class BlindState:
+    source: torch.Tensor               # paired rows (N x D): row i pairs with target row i; or class text/image
+    target: torch.Tensor
+    labels: Optional[torch.Tensor]     # classes: the image rows' class indices (None for paired rows)
+    image_is_source: bool = False
+    what: str = "paired rows"
+
+    @property
+    def classes(self):
+        return self.labels is not None
+
+    @property
+    def items(self):
+        return int(self.labels.max()) + 1 if self.classes else self.source.shape[0]
+
+    @property
+    def dims(self):
+        return self.source.shape[1], self.target.shape[1]
+
+
+def blind_scorer(sq, tq):
+    """The scorer of one draw: assignment (source i -> target j) -> {objective_ratio, beats_truth, oracle_acc}.
+    Kernels, f(truth) and the oracle are computed at the first call and kept for every later method."""
+    cache = {}
+
+    def score(assignment):
+        if not cache:
+            A, B = linear_kernel(sq), linear_kernel(tq)
+            n = len(A)
+            truth = objective(A, B, np.arange(n))
+            oracle, _ = local_search(A, B, np.arange(n))
+            cache.update(A=A, B=B, truth=truth, oracle=float(np.mean(oracle == np.arange(n))))
+        ratio = objective(cache["A"], cache["B"], np.asarray(assignment)) / cache["truth"]
+        return {"objective_ratio": ratio, "beats_truth": int(ratio > 1), "oracle_acc": cache["oracle"]}
+
+    return score
+
+
+class Blind(Task):
+    """N items a seed matched with no anchors: paired rows, or class names against class prototypes."""
+    name = "blind"
+    description = "N = --q pairs a seed matched with no anchors (--b 0): --m blind, qap, gw, exact, rosetta"
+    uses = frozenset({"query_samples"})
+    columns = (ScoreColumn("objective_ratio", "objective / the truth's objective"),
+               ScoreColumn("beats_truth", "share of seeds whose objective beats the truth's"),
+               ScoreColumn("oracle_acc", "accuracy of the local optimum next to the truth"))
+    anchors = False
+
+    def check(self, cfg):
+        if cfg.base_samples != 0:
+            raise UsageError(f"--task blind matches with no anchors: give --b 0 (got --b {cfg.base_samples})")
+        if cfg.query_samples < MIN_ITEMS:
+            raise UsageError(f"--task blind: --q {cfg.query_samples} is too few items to match blind; give at "
+                             f"least {MIN_ITEMS}")
+        if cfg.base_data != cfg.query_data:
+            raise UsageError(f"--task blind draws from one dataset: give the same --base_data and --query_data "
+                             f"(got {cfg.base_data} and {cfg.query_data})")
+        method = get_method(cfg.method)
+        if not getattr(method, "anchor_free", False):
+            free = [n for n, m in METHODS.items() if getattr(m, "anchor_free", False)]
+            raise UsageError(f"--m {cfg.method} needs anchors, and --task blind has none; use one of "
+                             f"{', '.join(free)}")
+        check_size = getattr(method, "check_size", None)
+        if check_size is not None:
+            check_size(cfg.query_samples)
+
+    def prepare(self, cfg, load):
+        s, t = load(cfg.base_data, cfg.source), load(cfg.base_data, cfg.target)
+        if s.classes is not None and t.classes is not None:
+            state = self._classes(cfg, s, t)
+        else:
+            sp, tp, _, _ = pair_rows(s, t)
+            for rows, side in ((sp, s), (tp, t)):
+                require_distinct(rows, f"{side.path} (the rows paired with the other side)", side.fix)
+            state = BlindState(sp, tp, None)
+        if cfg.query_samples > state.items:
+            raise DataError(f"--q {cfg.query_samples} items, but {cfg.base_data} has only {state.items} "
+                            f"{state.what} for {cfg.source} and {cfg.target}; lower --q")
+        return state
+
+    @staticmethod
+    def _classes(cfg, s, t):
+        if {s.side.modality, t.side.modality} != {"img", "text"}:
+            raise UsageError(f"--task blind on a classification dataset matches class names to images: one side "
+                             f"must be MODEL:img and the other MODEL:text (got {cfg.source} and {cfg.target})")
+        for side in (cfg.source, cfg.target):
+            if side.perturbation is not None and side.perturbation.stage == ROWS:
+                raise UsageError(f"--task blind: {side} names a row perturbation, which applies to paired rows, "
+                                 f"not to class prototypes; perturb the inputs instead (get_embeds.py --perturb)")
+        img, txt = (s, t) if s.side.modality == "img" else (t, s)
+        if list(img.classes) != list(txt.classes) or img.labels is None:
+            raise DataError(f"{img.path} and {txt.path} do not hold one class list with per-image labels; extract "
+                            f"both from the same ImageFolder root (get_embeds.py --images ROOT)")
+        labels = torch.as_tensor(img.labels, dtype=torch.int64)
+        if txt.rows.shape[0] != len(txt.classes) or labels.numel() != img.rows.shape[0]:
+            raise DataError(f"{img.path} / {txt.path}: rows and sidecars disagree; re-extract them")
+        if (torch.bincount(labels, minlength=len(img.classes)) == 0).any():
+            raise DataError(f"{img.path}: a class has no image rows; re-extract the dataset")
+        require_distinct(txt.rows, str(txt.path), txt.fix)
+        image_is_source = s is img
+        return BlindState(img.rows if image_is_source else txt.rows, txt.rows if image_is_source else img.rows,
+                          labels, image_is_source, "classes")
+
+    def draw(self, state: BlindState, cfg, seed, device):
+        rng = np.random.default_rng(seed)
+        n = cfg.query_samples
+        if state.classes:
+            picked = np.sort(rng.choice(state.items, n, replace=False))
+            img_rows = state.source if state.image_is_source else state.target
+            protos = []
+            for c in picked:   # itsamatch's prototype: the mean of a random half of the class's images
+                rows = torch.nonzero(state.labels == int(c)).flatten().numpy()
+                half = rng.permutation(rows)[:max(1, len(rows) // 2)]
+                protos.append(img_rows[torch.as_tensor(half)].double().mean(dim=0))
+            protos = torch.stack(protos).to(img_rows.dtype)
+            text = (state.target if state.image_is_source else state.source)[torch.as_tensor(picked)]
+            sq, tq = (protos, text) if state.image_is_source else (text, protos)
+        else:
+            sp = perturb_pool(state.source, cfg.source, seed, 0, 0)
+            tp = perturb_pool(state.target, cfg.target, seed, 1, 0)
+            picked = torch.as_tensor(np.sort(rng.choice(state.items, n, replace=False)))
+            sq, tq = sp[picked], tp[picked]
+        sq, tq = sq.to(device), tq.to(device)
+        sb, tb = sq[:0], tq[:0]            # no anchors
+        return Draw(sb, tb, sq, tq, blind_scorer(sq, tq))
+
+
+TASKS = {t.name: t for t in (Captions(), Classes(), Classify(), Probe(), Blind())}
 
 
 def score_columns(sides=2):

@@ -1,0 +1,472 @@
+"""Blind matching: pair two sets of N embeddings with no known pair at all.
+
+The problem (Schnaus et al., "It's a (Blind) Match!", CVPR 2025): with A (N x N) a kernel of the source rows
+and B one of the target rows, find the permutation p (source row i -> target row p[i]) that maximises
+
+    f(p) = sum_ij A_ij B_{p_i p_j} = trace(A P B P^T),    P_{i, p_i} = 1,
+
+a quadratic assignment problem (QAP). The kernels (``KERNELS``, all symmetric, float64):
+
+- ``linear``: centred cosine, X - mean(X) with each row L2-normalised, then X X^T (what linear CKA compares);
+- ``rbf``: the paper's QAP input, the centred RBF kernel with the median bandwidth scaled to unit norm
+  (``cka.centered_scaled_corr_rbf``);
+- ``distance``: itsamatch's standardised Euclidean distances, (D - mean) / std over the off-diagonal entries;
+  their squared loss sum_ij (Da_ij - Db_{p_i p_j})^2 is a constant minus 2 f(p), so one maximiser serves all.
+
+Solvers (one class each, options as constructor arguments, ``solve(X, Y) -> Solution``):
+
+- ``FAQSolver``: seeded-FAQ restarts with no anchors (``src/faq.py``), the peers' baseline;
+- ``BlindSolver``: a portfolio of starts (sorted kernel profiles matched by the assignment, spectral Procrustes
+  with sign flips, FAQ), each improved by a best-improvement 2-swap local search, then a tabu search from the
+  best ones within an iteration budget and a time limit; the best objective wins;
+- ``GWSolver``: entropic Gromov-Wasserstein (POT) with the log-domain Sinkhorn, rounded by the assignment;
+- ``ExactSolver``: every permutation (N <= MAX_EXACT): the certified optimum;
+- ``RosettaSolver``: for large N, k-means centres of each side matched blind (``BlindSolver``), then
+  Wasserstein Procrustes (alternating orthogonal Procrustes and the assignment) over all rows, in a common
+  PCA space.
+"""
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .assignment import linear_assignment
+
+# ----------------------------------------------------------------------------------------------------------
+# Kernels and the objective
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _rows(X):
+    return np.asarray(X.detach().cpu().double().numpy() if hasattr(X, "detach") else X, dtype=np.float64)
+
+
+def linear_kernel(X):
+    """Centred cosine: rows centred (column means removed), L2-normalised, then X X^T (N x N)."""
+    X = _rows(X)
+    X = X - X.mean(axis=0)
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return X @ X.T
+
+
+def rbf_kernel(X):
+    """The paper's QAP input: centred RBF kernel (median bandwidth), scaled to unit Frobenius norm."""
+    from .cka import centered_scaled_corr_rbf
+    return centered_scaled_corr_rbf(torch.as_tensor(_rows(X))).numpy()
+
+
+def distance_kernel(X):
+    """itsamatch's standardised Euclidean distances: (D - mean) / std over the off-diagonal entries."""
+    X = _rows(X)
+    sq = (X * X).sum(axis=1)
+    D = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * X @ X.T, 0))
+    np.fill_diagonal(D, 0)
+    off = D[~np.eye(len(D), dtype=bool)]
+    return (D - off.mean()) / max(off.std(), 1e-12)
+
+
+KERNELS = {"linear": linear_kernel, "rbf": rbf_kernel, "distance": distance_kernel}
+
+
+def objective(A, B, p):
+    """f(p) = sum_ij A_ij B_{p_i p_j} for one permutation p (or a batch, k x N: one value each)."""
+    p = np.asarray(p)
+    if p.ndim == 1:
+        return float((A * B[np.ix_(p, p)]).sum())
+    return (A[None] * B[p[:, :, None], p[:, None, :]]).sum(axis=(1, 2))
+
+
+@dataclass
+class Solution:
+    perm: np.ndarray              # (N,) int64: source row i -> target row perm[i]
+    objective: float              # f(perm) on the solver's kernels
+    info: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The 2-swap neighbourhood
+# ----------------------------------------------------------------------------------------------------------
+
+class SwapSearch:
+    """A permutation with what makes every 2-swap's gain one O(N^2) pass: Bp = B[p][:, p] and C = A Bp.
+
+    Swapping positions i, j of p changes f by (A, B symmetric)
+        2 (C_ij + C_ji - C_ii - C_jj - (A_ii - A_ij)(Bp_ij - Bp_ii) - (A_ij - A_jj)(Bp_jj - Bp_ij))
+        + (A_ii - A_jj)(Bp_jj - Bp_ii),
+    and the swap updates C by a rank-one term plus two recomputed columns (O(N^2)).
+    """
+
+    def __init__(self, A, B, p):
+        # a constant diagonal on either side makes sum_i A_ii B_{p_i p_i} a constant: both diagonals are then
+        # zeroed (f shifted by ``offset``) and the gain loses its diagonal terms
+        dA, dB = np.diag(A), np.diag(B)
+        self.zero = bool(np.ptp(dA) <= 1e-12 * max(1.0, np.abs(dA).max())
+                         or np.ptp(dB) <= 1e-12 * max(1.0, np.abs(dB).max()))
+        self.offset = float(dA.sum() * dB.mean()) if np.ptp(dA) <= np.ptp(dB) else float(dB.sum() * dA.mean())
+        if self.zero:
+            A, B = A.copy(), B.copy()
+            np.fill_diagonal(A, 0)
+            np.fill_diagonal(B, 0)
+        else:
+            self.offset = 0.0
+        self.A, self.B = A, B
+        self.dA = np.diag(A).copy()
+        self.reset(p)
+
+    def reset(self, p):
+        self.p = np.array(p, dtype=np.int64)
+        self.Bp = self.B[np.ix_(self.p, self.p)].copy()
+        self.C = self.A @ self.Bp
+        self.f = self.exact()
+
+    def exact(self):
+        """f of the current permutation, summed afresh (on the original kernels)."""
+        return float((self.A * self.Bp).sum()) + self.offset
+
+    def gains(self):
+        """N x N: the change of f when positions i and j swap (0 on the diagonal)."""
+        A, Bp, C, dA = self.A, self.Bp, self.C, self.dA
+        dB, dC = np.diag(Bp), np.diag(C)
+        G = C + C.T
+        G -= dC[:, None]
+        G -= dC[None, :]
+        if self.zero:   # the formula with zero diagonals
+            G += 2 * A * Bp
+            G *= 2
+            np.fill_diagonal(G, 0)
+            return G
+        G -= (dA[:, None] - A) * (Bp - dB[:, None])
+        G -= (A - dA[None, :]) * (dB[None, :] - Bp)
+        G *= 2
+        G += (dA[:, None] - dA[None, :]) * (dB[None, :] - dB[:, None])
+        np.fill_diagonal(G, 0)
+        return G
+
+    def swap(self, i, j, gain=None):
+        A, Bp = self.A, self.Bp
+        row_diff = Bp[j] - Bp[i]
+        self.p[[i, j]] = self.p[[j, i]]
+        Bp[[i, j]] = Bp[[j, i]]
+        Bp[:, [i, j]] = Bp[:, [j, i]]
+        self.C += np.outer(A[:, i] - A[:, j], row_diff)
+        self.C[:, [i, j]] = A @ Bp[:, [i, j]]
+        self.f = self.exact() if gain is None else self.f + float(gain)
+
+    def tol(self):
+        return 1e-12 * max(1.0, abs(self.f))
+
+    def descend(self, max_swaps=100000):
+        """Best-improvement 2-swaps until none improves f (a 2-swap local optimum). Returns swaps made."""
+        n = len(self.p)
+        for swaps in range(max_swaps):
+            G = self.gains()
+            k = int(np.argmax(G))
+            if G.flat[k] <= self.tol():
+                return swaps
+            self.swap(*divmod(k, n), G.flat[k])
+        return max_swaps
+
+    def snapshot(self):
+        return self.p.copy(), self.Bp.copy(), self.C.copy(), self.f
+
+    def restore(self, snap):
+        self.p, self.Bp, self.C, self.f = snap[0].copy(), snap[1].copy(), snap[2].copy(), snap[3]
+
+    def tabu(self, iterations, rng, deadline=None, tenure=None):
+        """Robust tabu search (Taillard 1991) over 2-swaps: each step takes the best swap that does not put
+        both items back where they were within the last ``tenure`` (+ a random extra) steps, unless it beats
+        the best objective seen (aspiration). Ends at the best permutation seen, then descends from it.
+        Returns steps run."""
+        n = len(self.p)
+        if n < 3:
+            return 0
+        tenure = tenure or max(4, n // 4)
+        until = np.zeros((n, n), dtype=np.int64)          # position, item -> step until which it is tabu
+        best = self.snapshot()
+        step = 0
+        for step in range(1, iterations + 1):
+            if deadline is not None and step % 16 == 0 and time.perf_counter() > deadline:
+                break
+            G = self.gains()
+            p = self.p
+            held = until[:, p] > step        # [i, j]: item p_j at position i is tabu
+            allowed = ~(held & held.T)
+            allowed |= G > best[3] - self.f + self.tol()
+            np.fill_diagonal(allowed, False)
+            k = int(np.argmax(np.where(allowed, G, -np.inf)))
+            i, j = divmod(k, n)
+            until[i, p[i]] = step + tenure + rng.integers(0, tenure + 1)
+            until[j, p[j]] = step + tenure + rng.integers(0, tenure + 1)
+            self.swap(i, j, G[i, j])
+            if self.f > best[3] + self.tol():
+                best = self.snapshot()
+        self.restore(best)
+        self.f = self.exact()  # drop the summed gains' rounding
+        self.descend()
+        return step
+
+
+def local_search(A, B, p):
+    """The 2-swap local optimum reached by best-improvement descent from p: (perm, objective)."""
+    s = SwapSearch(A, B, p)
+    s.descend()
+    return s.p.copy(), objective(A, B, s.p)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Starts
+# ----------------------------------------------------------------------------------------------------------
+
+def profile_start(A, B):
+    """VecMap's start (Artetxe et al. 2018): each row's similarities sorted, so a row's profile does not depend
+    on the order of the others; source and target profiles matched by the assignment (squared distance)."""
+    n = len(A)
+    off = ~np.eye(n, dtype=bool)
+    SA = -np.sort(-A[off].reshape(n, n - 1), axis=1)
+    SB = -np.sort(-B[off].reshape(n, n - 1), axis=1)
+    cost = (SA * SA).sum(1)[:, None] + (SB * SB).sum(1)[None, :] - 2 * SA @ SB.T
+    return linear_assignment(cost)[1]
+
+
+def spectral_embedding(K, dim):
+    """Rows of K's top ``dim`` eigenvectors scaled by sqrt(eigenvalue) (a kernel's PCA coordinates)."""
+    w, U = np.linalg.eigh((K + K.T) / 2)
+    top = np.argsort(-w)[:dim]
+    return U[:, top] * np.sqrt(np.maximum(w[top], 0))
+
+
+def procrustes_match(EA, EB, R, iters):
+    """Wasserstein Procrustes (Grave et al. 2019): alternately the assignment of EA R to EB and the orthogonal
+    R that best maps EA onto the matched rows. Returns (perm, R)."""
+    p = None
+    for _ in range(iters):
+        p = linear_assignment(-(EA @ R) @ EB.T)[1]
+        U, _, Vt = np.linalg.svd(EA.T @ EB[p])
+        R = U @ Vt
+    return p, R
+
+
+def procrustes_starts(A, B, flips=4, dim=10, iters=4):
+    """Spectral starts: both kernels' top ``dim`` eigen-coordinates, aligned up to the sign of each of the
+    first ``flips`` eigenvectors (2^flips tries), each refined by ``procrustes_match``."""
+    dim = min(dim, len(A) - 1)
+    flips = min(flips, dim)
+    EA, EB = spectral_embedding(A, dim), spectral_embedding(B, dim)
+    out = []
+    for signs in itertools.product((1.0, -1.0), repeat=flips):
+        s = np.ones(dim)
+        s[:flips] = signs
+        out.append(procrustes_match(EA, EB, np.diag(s), iters)[0])
+    return out
+
+
+def faq_start(A, B, restarts, seed):
+    """The best of ``restarts`` seeded-FAQ runs with no anchors (``src/faq.py``)."""
+    from . import faq
+    res = faq.seeded_qap(torch.as_tensor(A), torch.as_tensor(B), 0, restarts=restarts, seed=seed,
+                         patience=None)
+    return np.asarray(res.col_ind, dtype=np.int64)
+
+
+STARTS = ("profile", "procrustes", "faq", "random")
+
+
+def _deadline(seconds):
+    return None if not seconds else time.perf_counter() + seconds
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Solvers
+# ----------------------------------------------------------------------------------------------------------
+
+class Solver:
+    """Base of the blind solvers: ``solve(X, Y)`` matches the rows of X (N x D) to those of Y (N x D') with no
+    pair known; ``solve_kernels(A, B)`` does it on two N x N kernels."""
+
+    kernel = "linear"
+
+    def kernels(self, X, Y):
+        f = KERNELS[self.kernel]
+        return f(X), f(Y)
+
+    def solve(self, X, Y) -> Solution:
+        return self.solve_kernels(*self.kernels(X, Y))
+
+    def solve_kernels(self, A, B) -> Solution:
+        raise NotImplementedError
+
+
+class FAQSolver(Solver):
+    """Seeded FAQ (``src/faq.py``) from random starts, no anchors: the relaxation's best, as peers run it."""
+
+    def __init__(self, kernel="rbf", restarts=50, seed=0):
+        self.kernel, self.restarts, self.seed = kernel, restarts, seed
+
+    def solve_kernels(self, A, B):
+        p = faq_start(A, B, self.restarts, self.seed)
+        return Solution(p, objective(A, B, p), {"restarts": self.restarts})
+
+
+class BlindSolver(Solver):
+    """Portfolio of starts, 2-swap descent from each, then tabu search from the best ``keep`` of them.
+
+    iterations: tabu steps in all (None: 40 N), split evenly over the ``keep`` best starts, the best start
+    taking what is left; seconds: a wall-clock limit on the whole solve (None: none) that ends the tabu search
+    early (on a loaded machine; the result is then not reproducible, and ``info["stopped"]`` says so)."""
+
+    def __init__(self, kernel="linear", starts=("profile", "procrustes", "faq"), keep=3, iterations=None,
+                 seconds=None, faq_restarts=8, seed=0):
+        unknown = set(starts) - set(STARTS)
+        if unknown:
+            raise ValueError(f"unknown starts {sorted(unknown)}; use some of {STARTS}")
+        self.kernel, self.starts, self.keep = kernel, tuple(starts), keep
+        self.iterations, self.seconds, self.faq_restarts, self.seed = iterations, seconds, faq_restarts, seed
+
+    def candidates(self, A, B, rng):
+        out = []
+        for kind in self.starts:
+            if kind == "profile":
+                out.append(("profile", profile_start(A, B)))
+            elif kind == "procrustes":
+                out += [("procrustes", p) for p in procrustes_starts(A, B)]
+            elif kind == "faq":
+                out.append(("faq", faq_start(A, B, self.faq_restarts, self.seed)))
+            else:
+                out.append(("random", rng.permutation(len(A))))
+        return out
+
+    def solve_kernels(self, A, B):
+        n = len(A)
+        t0 = time.perf_counter()
+        deadline = _deadline(self.seconds)
+        rng = np.random.default_rng(self.seed)
+        if n < 3:   # nothing to search beyond one swap
+            best = max((np.arange(n), np.arange(n)[::-1]), key=lambda p: objective(A, B, p))
+            return Solution(np.asarray(best, dtype=np.int64), objective(A, B, best), {})
+        descended = []
+        for kind, p in self.candidates(A, B, rng):
+            s = SwapSearch(A, B, p)
+            s.descend()
+            descended.append((s.f, kind, s.p.copy()))
+        descended.sort(key=lambda t: -t[0])
+        unique, seen = [], set()
+        for f, kind, p in descended:
+            if p.tobytes() not in seen:
+                seen.add(p.tobytes())
+                unique.append((f, kind, p))
+        budget = 40 * n if self.iterations is None else self.iterations
+        keep = unique[:max(1, self.keep)]
+        share = budget // (2 * len(keep)) if len(keep) > 1 else budget
+        results, steps = [], 0
+        for _, kind, p in keep:
+            s = SwapSearch(A, B, p)
+            steps += s.tabu(share, rng, deadline)
+            results.append((s.f, kind, s.p.copy(), s))
+        results.sort(key=lambda t: -t[0])
+        f, kind, p, s = results[0]
+        if budget - steps > 0:
+            steps += s.tabu(budget - steps, rng, deadline)
+        stopped = deadline is not None and time.perf_counter() > deadline
+        p = s.p.copy()
+        return Solution(p, objective(A, B, p), {"start": kind, "steps": steps, "stopped": stopped,
+                                                "seconds": time.perf_counter() - t0})
+
+
+class GWSolver(Solver):
+    """Entropic Gromov-Wasserstein (Alvarez-Melis and Jaakkola 2018) through POT: the inner-product loss
+    (maximise sum A_ij B_kl T_ik T_jl over couplings T) by projected gradient steps, each an entropic transport
+    solved by POT's log-domain Sinkhorn (``ot.gromov``'s own solver uses the plain Sinkhorn, which underflows
+    once epsilon is small against the cost), then rounded to a permutation by the assignment. Each step's cost
+    is scaled to a maximum of 1, and epsilon falls geometrically from ``start`` to ``epsilon`` (annealing: a
+    large epsilon first finds the coarse alignment)."""
+
+    def __init__(self, kernel="linear", epsilon=0.005, iterations=30, start=0.1, tol=1e-6):
+        self.kernel, self.epsilon, self.iterations, self.start, self.tol = kernel, epsilon, iterations, start, tol
+
+    def coupling(self, A, B):
+        import warnings
+
+        import ot
+        n = len(A)
+        p = q = np.full(n, 1.0 / n)
+        T = np.outer(p, q)
+        start = max(self.start, self.epsilon)
+        for k in range(self.iterations):
+            eps = start * (self.epsilon / start) ** (k / max(1, self.iterations - 1))
+            cost = -(A @ T @ B)                  # gradient of -sum A T B T^T (up to a factor 2)
+            cost = (cost - cost.min()) / max(np.ptp(cost), 1e-300)
+            with warnings.catch_warnings():    # an unconverged inner Sinkhorn still gives a usable step
+                warnings.simplefilter("ignore")
+                new = ot.sinkhorn(p, q, cost, eps, method="sinkhorn_log", numItermax=100, stopThr=1e-6)
+            change = np.abs(new - T).sum()
+            T = new
+            if change < self.tol and eps <= self.epsilon * 1.0001:
+                break
+        return T
+
+    def solve_kernels(self, A, B):
+        T = self.coupling(A, B)
+        p = linear_assignment(-T)[1]
+        return Solution(p, objective(A, B, p), {})
+
+
+MAX_EXACT = 10
+
+
+class ExactSolver(Solver):
+    """Every permutation, in chunks: the certified optimum for N <= MAX_EXACT (10! = 3.6 M permutations)."""
+
+    def __init__(self, kernel="linear", chunk=20000):
+        self.kernel, self.chunk = kernel, chunk
+
+    def solve_kernels(self, A, B):
+        n = len(A)
+        if n > MAX_EXACT:
+            raise ValueError(f"exact search takes N <= {MAX_EXACT}, got {n}")
+        best_f, best_p = -np.inf, None
+        perms = itertools.permutations(range(n))
+        while True:
+            block = np.array(list(itertools.islice(perms, self.chunk)), dtype=np.int64)
+            if not len(block):
+                break
+            values = objective(A, B, block)
+            k = int(np.argmax(values))
+            if values[k] > best_f:   # strict: the first of equal objectives in lexicographic order
+                best_f, best_p = float(values[k]), block[k]
+        return Solution(best_p, objective(A, B, best_p), {"permutations": math.factorial(n)})
+
+
+def pca(X, dim):
+    """Centred rows projected on their top ``dim`` principal directions (N x dim)."""
+    X = _rows(X)
+    X = X - X.mean(axis=0)
+    U, S, _ = np.linalg.svd(X, full_matrices=False)
+    return U[:, :dim] * S[:dim]
+
+
+class RosettaSolver(Solver):
+    """Large N (Schnaus et al., "Shared Geometry as a Rosetta Stone"): ``centres`` k-means centres of each side,
+    matched blind by ``BlindSolver``; the orthogonal map of the matched centres (both sides in a common PCA
+    space of ``dim`` dimensions, rows L2-normalised) starts Wasserstein Procrustes over all rows."""
+
+    def __init__(self, kernel="linear", centres=100, dim=64, iterations=20, seconds=None, seed=0):
+        self.kernel, self.centres, self.dim, self.iterations = kernel, centres, dim, iterations
+        self.seconds, self.seed = seconds, seed
+
+    def solve(self, X, Y):
+        from sklearn.cluster import KMeans
+        n = len(X)
+        dim = min(self.dim, n - 1, _rows(X).shape[1], _rows(Y).shape[1])
+        EX, EY = (pca(Z, dim) for Z in (X, Y))
+        EX, EY = (E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12) for E in (EX, EY))
+        k = min(self.centres, n)
+        cx = KMeans(k, n_init=4, random_state=self.seed).fit(EX).cluster_centers_
+        cy = KMeans(k, n_init=4, random_state=self.seed).fit(EY).cluster_centers_
+        matched = BlindSolver(self.kernel, seconds=self.seconds, seed=self.seed).solve(cx, cy)
+        U, _, Vt = np.linalg.svd(cx.T @ cy[matched.perm])
+        p, _ = procrustes_match(EX, EY, U @ Vt, self.iterations)
+        A, B = self.kernels(X, Y)
+        return Solution(p, objective(A, B, p), {"centre_objective": matched.objective})

@@ -1,0 +1,138 @@
+"""The blind solvers as methods (``src/blind.py``), for ``--task blind``: no anchors, no graph (top-k is -1).
+
+Each method builds its solver from its options and the seed, matches the source queries to the target queries
+with the target rows in the paper's fixed shuffled order (``matching.query_shuffle``: ties cannot favour the
+truth), and returns the assignment in the unshuffled order. ``qap`` (``src/methods.py``) also runs with no
+anchors: the seeded-FAQ baseline.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import blind
+from .errors import UsageError
+from .matching import query_shuffle
+from .method_base import Method, option
+
+KERNEL_HELP = ("blind solvers: each side's kernel: linear (centred cosine), rbf (the paper's centred RBF), distance "
+               "(itsamatch's standardised Euclidean distances)")
+
+
+def auto_seconds(n):
+    """The default wall-clock limit of a blind solve of n items: 4 s up to 100 items, 25 s up to 200, then
+    n / 8 s (the tabu budget of 40 n steps ends first on an idle machine; the limit holds the time under load)."""
+    return 4.0 if n <= 100 else 25.0 if n <= 200 else n / 8
+
+
+class BlindMethod(Method):
+    """Base of the anchor-free solvers: ``solver(n, seed)`` returns a ``blind.Solver``."""
+
+    anchor_free = True
+    blind_only = True
+    name = ""
+
+    @classmethod
+    def check_config(cls, base_samples):
+        if base_samples:
+            raise UsageError(f"--m {cls.name} matches with no anchors: run it with --task blind --b 0")
+
+    @classmethod
+    def check_size(cls, n):
+        """A method's limit on the number of items (``--q``), before any file is read."""
+
+    def solver(self, n, seed):
+        raise NotImplementedError
+
+    def match(self, draw, graph, device, seed, progress):
+        X, Y = draw.sq, draw.tq
+        n = X.shape[0]
+        shuffle = query_shuffle(n).numpy()
+        solution = self.solver(n, seed).solve(X, Y[shuffle])
+        assignment = shuffle[solution.perm].astype(np.int64)
+        acc = float(np.mean(assignment == np.arange(n)))
+        return acc, {"assignment": assignment, "objective": solution.objective}
+
+
+@dataclass(frozen=True)
+class BlindSearch(BlindMethod):
+    description = ("blind matching, no anchors: starts (sorted profiles, spectral Procrustes, FAQ), 2-swap descent, "
+                   "tabu search under a time limit")
+    name = "blind"
+    kernel: str = option("linear", "--kernel", KERNEL_HELP, choices=tuple(blind.KERNELS))
+    blind_starts: str = option("profile,procrustes,faq", "--blind-starts",
+                               f"blind: comma-separated starts, of {', '.join(blind.STARTS)}")
+    blind_keep: int = option(3, "--blind-keep", "blind: tabu search from this many of the best starts", least=1)
+    blind_iterations: int = option(0, "--blind-iterations", "blind: tabu steps in all (0: 40 N)", least=0)
+    blind_seconds: float = option(0.0, "--blind-seconds", "blind, rosetta: wall-clock limit of a seed's search "
+                                  "(0: 4 s up to N = 100, 25 s up to 200, then N / 8)", least=0)
+    cost_flags = ("--blind-iterations", "--blind-seconds")
+
+    def validate(self):
+        starts = [s for s in self.blind_starts.split(",") if s]
+        bad = [s for s in starts if s not in blind.STARTS]
+        if bad or not starts:
+            raise UsageError(f"--blind-starts {self.blind_starts}: give comma-separated starts of "
+                             f"{', '.join(blind.STARTS)}")
+
+    def seconds(self, n):
+        return self.blind_seconds or auto_seconds(n)
+
+    def estimate_seconds(self, n_anchors, n_queries, device="cpu"):
+        return self.seconds(n_queries)
+
+    def solver(self, n, seed):
+        return blind.BlindSolver(self.kernel, starts=self.blind_starts.split(","), keep=self.blind_keep,
+                                 iterations=self.blind_iterations or None, seconds=self.seconds(n), seed=seed)
+
+
+@dataclass(frozen=True)
+class GW(BlindMethod):
+    description = "entropic Gromov-Wasserstein (POT, log-domain Sinkhorn), rounded by the assignment; no anchors"
+    name = "gw"
+    kernel: str = option("linear", "--kernel", KERNEL_HELP, choices=tuple(blind.KERNELS))
+    gw_epsilon: float = option(0.005, "--gw-epsilon", "gw: entropic regularisation (kernels scaled to norm N)")
+    gw_iterations: int = option(30, "--gw-iterations", "gw: projected-gradient steps (epsilon annealed from 0.1)",
+                                least=1)
+
+    def validate(self):
+        if not self.gw_epsilon > 0:
+            raise UsageError(f"--gw-epsilon {self.gw_epsilon}: must be positive")
+
+    def solver(self, n, seed):
+        return blind.GWSolver(self.kernel, epsilon=self.gw_epsilon, iterations=self.gw_iterations)
+
+
+@dataclass(frozen=True)
+class Exact(BlindMethod):
+    description = f"every permutation (N <= {blind.MAX_EXACT}): the certified optimum of the blind objective"
+    name = "exact"
+    kernel: str = option("linear", "--kernel", KERNEL_HELP, choices=tuple(blind.KERNELS))
+
+    @classmethod
+    def check_size(cls, n):
+        if n > blind.MAX_EXACT:
+            raise UsageError(f"--m exact tries every permutation: --q {n} is too many (at most {blind.MAX_EXACT}); "
+                             f"use --m blind")
+
+    def solver(self, n, seed):
+        return blind.ExactSolver(self.kernel)
+
+
+@dataclass(frozen=True)
+class Rosetta(BlindMethod):
+    description = ("large N, no anchors: k-means centres matched blind, then Wasserstein Procrustes over all rows "
+                   "in a common PCA space")
+    name = "rosetta"
+    kernel: str = option("linear", "--kernel", KERNEL_HELP, choices=tuple(blind.KERNELS))
+    rosetta_centres: int = option(100, "--rosetta-centres", "rosetta: k-means centres a side", least=3)
+    rosetta_dim: int = option(64, "--rosetta-dim", "rosetta: common PCA dimensions", least=1)
+    blind_seconds: float = option(0.0, "--blind-seconds", "blind, rosetta: wall-clock limit of a seed's search "
+                                  "(0: 4 s up to N = 100, 25 s up to 200, then N / 8)", least=0)
+
+    def solver(self, n, seed):
+        k = min(self.rosetta_centres, n)
+        return blind.RosettaSolver(self.kernel, centres=k, dim=self.rosetta_dim,
+                                   seconds=self.blind_seconds or auto_seconds(k), seed=seed)
+
+
+BLIND_METHODS = {"blind": BlindSearch, "gw": GW, "exact": Exact, "rosetta": Rosetta}
