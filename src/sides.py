@@ -15,6 +15,7 @@ import torch
 from .errors import DataError
 from .files import (
     Sidecar,
+    check_pair,
     cluster_command,
     get_embeds_command,
     load_cluster,
@@ -76,6 +77,7 @@ def load_side(data_dir, dataset, side) -> LoadedSide:
         if n is not None and n != rows.shape[0]:
             raise DataError(f"{path} has {rows.shape[0]} rows but its sidecar {sidecar_path(path)} lists {n}: "
                             f"the file was cut or replaced; {fix}")
+    check_pair(path, rows, sidecar, fix)
     return LoadedSide(side, name, path, rows, sidecar, fix)
 
 
@@ -139,6 +141,10 @@ def load_side_cluster(data_dir, dataset, loaded: LoadedSide, n_clusters, keep: t
                           side.file_side.perturbation)
     picks = load_cluster(path, loaded.rows.shape[0], f"make it with: {cmd}")
     sidecar = read_sidecar(path)
+    check_pair(path, picks, sidecar, f"re-run: {cmd}")
+    if sidecar is not None and sidecar.n_clusters is not None and sidecar.n_clusters != n_clusters:
+        raise DataError(f"{path} holds the anchors of {sidecar.n_clusters} clusters (cluster.py --nc "
+                        f"{sidecar.n_clusters}), not of --b {n_clusters}; re-run: {cmd}")
     if sidecar is not None and sidecar.digest is not None and sidecar.digest != tensor_digest(loaded.rows):
         raise DataError(f"{path} was made from other embeddings than {loaded.path} (they were re-extracted "
                         f"since, or the file was copied from another side); re-run: {cmd}")
