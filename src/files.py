@@ -95,11 +95,13 @@ class Sidecar:
     hub_id: Optional[str] = None
     revision: Optional[str] = None
     weights: Optional[str] = None
+    weights_flag: Optional[str] = None      # --weights as given (its real path), "" without it
     pooling: Optional[str] = None
     modality: Optional[str] = None
     precision: Optional[str] = None
     batch_size: Optional[int] = None
     folded_batchnorm: int | None = None     # image rows: BatchNorm layers folded into convolutions (src/fold.py)
+    fold_bn: bool | None = None             # image rows: folding asked for (False: --no-fold-bn)
     versions: Optional[dict] = None
     created: Optional[str] = None
     # the data: rows in order
@@ -107,6 +109,7 @@ class Sidecar:
     images: Optional[str] = None
     captions: Optional[str] = None
     image_ids: Optional[list] = None        # captions data: image id of each row; classes: "folder/file"
+    files: Optional[list] = None            # captions data: the image file of each row (under ``images``)
     dropped: Optional[dict] = None
     n: Optional[int] = None
     d: Optional[int] = None
@@ -165,7 +168,7 @@ class Sidecar:
         if self.version > SIDECAR_VERSION:
             raise DataError(f"{path} is a version {self.version} sidecar, newer than this code reads "
                             f"({SIDECAR_VERSION}); update the repository")
-        for name in ("image_ids", "labels", "classes", "folders", "templates"):
+        for name in ("image_ids", "files", "labels", "classes", "folders", "templates"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), list):
                 bad(name, "a list")
         if self.image_ids is not None and not all(isinstance(i, (int, str)) and not isinstance(i, bool)
