@@ -14,11 +14,11 @@ Files (``data_dir`` defaults to ``data/``, results to ``results/`` and ``seedwis
 - ``{results_dir}/{run name}.csv`` (averaged over seeds), ``{seedwise_dir}/{run name}.csv`` (a row per
   seed), ``{results_dir}/summary.csv`` (every run's averaged row), ``table.csv`` and figures.
 
-The rule for every write: a file this project writes, appends to or rewrites is, after any failure (full
-disk, kill, read-only folder), either complete and readable or unchanged. Every write goes to a temporary file
-in the target folder, then ``os.replace`` (``_atomic``); summary.csv is only replaced by a complete new copy
-(``experiment.append_summary``). A failed write is one message (``write_error``: "disk full", "permission
-denied", "is a folder") naming the file; the temporary file is removed and the old file is left as it was.
+The rule for every write (docs/files.md states it): a file and the file that vouches for it (a tensor and its
+sidecar; a run's CSVs and summary.csv) become visible together or not at all, a file alone complete or
+unchanged; one function does every write (``write_together``). A failed write is one message (``write_error``:
+"disk full", "permission denied", "is a folder") naming the file. The results store (run.py's CSVs,
+summary.csv, ``finished``) is ``src/results.py``.
 Every name that becomes part of a path goes through ``names.check_path_part``.
 """
 import contextlib

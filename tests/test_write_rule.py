@@ -95,3 +95,13 @@ def test_cluster_overwrite_that_fails_keeps_the_old_picks_and_run_refuses_other_
     loaded = sides.load_side("data", "base", "vis:img")
     with pytest.raises(DataError, match=r"anchors of 5 clusters .*not of --b 12.*cluster.py --m vis --d base --nc 12"):
         sides.load_side_cluster("data", "base", loaded, 12, torch.arange(150))
+
+
+def test_a_folder_named_summary_csv_lock_is_refused_before_any_computation(workdir, capsys):
+    import run
+    Path("results/summary.csv.lock").mkdir(parents=True)
+    assert run.main(["--vid_model", "vis", "--text_model", "txt", "--base_data", "base", "--query_data", "query",
+                     "--b", "30", "--q", "40", "--m", "linear", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "summary.csv.lock is a folder" in err and "Traceback" not in err
+    assert not list(Path("results").glob("*.csv"))
