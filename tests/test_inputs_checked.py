@@ -91,3 +91,13 @@ def test_float32_and_float64_sides_are_made_one_dtype():
     d = one_dtype(Draw(sb=t32, tb=t64, sq=t32, tq=t64))
     assert {d.sb.dtype, d.tb.dtype, d.sq.dtype, d.tq.dtype} == {torch.float64}
     assert torch.equal(d.sb, t32.double())
+
+
+def test_probe_on_one_class_is_one_message(tmp_path, monkeypatch, capsys):
+    import run
+    monkeypatch.chdir(tmp_path)
+    save_embeddings(torch.randn(10, 3), tmp_path / "data" / "one_vis_img.pt",
+                    {"model": "vis", "classes": ["a"], "labels": [0] * 10, "image_ids": [f"a/{i}" for i in range(10)]})
+    assert run.main(["--task", "probe", "--target", "vis:img", "--base_data", "one", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "one class label" in err and "Traceback" not in err
