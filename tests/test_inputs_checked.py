@@ -101,3 +101,11 @@ def test_probe_on_one_class_is_one_message(tmp_path, monkeypatch, capsys):
     assert run.main(["--task", "probe", "--target", "vis:img", "--base_data", "one", "-q"]) == 1
     err = capsys.readouterr().err
     assert "one class label" in err and "Traceback" not in err
+
+
+def test_tv_fakedata_is_one_message(tmp_path, monkeypatch, capsys):
+    import get_embeds
+    monkeypatch.chdir(tmp_path)
+    assert get_embeds.main(["--m", "pixels", "--d", "tv:FakeData", "--images", str(tmp_path), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "takes no root folder" in err and "Traceback" not in err
