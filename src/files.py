@@ -50,10 +50,28 @@ def side_file(data_dir, dataset, side, cluster=False):
     input kinds only (a row perturbation's rows are the unperturbed file's)."""
     side = parse_side(side).file_side
     check_path_part(dataset, "dataset")
+    check_name_length(dataset_tag(side.dataset(dataset)), file_tag(side.model))
     name = (f"{dataset_tag(side.dataset(dataset))}_{file_tag(side.model)}_{side.modality}"
             + (f"~{perturbation_tag(side.perturbation)}" if side.perturbation else "")
             + ("_cluster" if cluster else ""))
     return Path(data_dir) / f"{name}.pt"
+
+
+NAME_MAX = 255           # bytes in one file name on the usual file systems
+MAX_SIDE_NAME = 100      # dataset tag + model tag: run.py's file names hold two of each, plus ~50 characters
+
+
+def check_name_length(dataset, model):
+    """The one length rule for names that become file names: a dataset name and a model name (as written in
+    file names) of at most MAX_SIDE_NAME characters together, so that get_embeds.py's files and the run.py
+    file names made of two such pairs fit in NAME_MAX (with the temporary name's prefix and suffix)."""
+    n = len(dataset.encode()) + len(model.encode())
+    if n > MAX_SIDE_NAME:
+        raise UsageError(f"the dataset name ({dataset[:30]}{'...' if len(dataset) > 30 else ''}, {len(dataset)} "
+                         f"characters) and the model name ({model[:30]}{'...' if len(model) > 30 else ''}, "
+                         f"{len(model)}) are {n} characters together, more than the {MAX_SIDE_NAME} that file "
+                         f"names allow here (run.py's names hold two of each): use a shorter --d, or copy the "
+                         f"checkpoint to a shorter path (openclip:ARCH/FILE, --weights)")
 
 
 def sidecar_path(path):
@@ -67,6 +85,10 @@ NOT_RESULTS = {SUMMARY_NAME, TABLE_NAME, CORRELATIONS_NAME}  # CSVs in results/ 
 def run_paths(results_dir, seedwise_dir, name):
     """The files of one run (configuration) named ``name``."""
     check_path_part(name, "run name")
+    if len(f".{name}.csv.XXXXXXXX.tmp".encode()) > NAME_MAX:
+        raise UsageError(f"the run's file name {name[:40]}... would be {len(name) + 4} characters, more than a file "
+                         f"name may hold ({NAME_MAX}): use shorter dataset names (--base_data, --query_data) or "
+                         f"model names")
     return {"seedwise": Path(seedwise_dir) / f"{name}.csv", "results": Path(results_dir) / f"{name}.csv",
             "summary": Path(results_dir) / SUMMARY_NAME}
 

@@ -1,6 +1,7 @@
 """Issue 29: values checked where they are made (descriptions, captions ids, NaN rows, sides that disagree,
 dtypes)."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,3 +110,16 @@ def test_tv_fakedata_is_one_message(tmp_path, monkeypatch, capsys):
     assert get_embeds.main(["--m", "pixels", "--d", "tv:FakeData", "--images", str(tmp_path), "-q"]) == 2
     err = capsys.readouterr().err
     assert "takes no root folder" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("dataset, model", [("x" * 300, "pixels"), ("y" * 110, "pixels"),
+                                            ("d", "openclip:ViT-B-32/" + "c" * 120 + ".pt")])
+def test_long_names_are_refused_by_the_path_builder_with_a_short_name_hint(tmp_path, monkeypatch, capsys,
+                                                                            dataset, model):
+    import get_embeds
+    monkeypatch.chdir(tmp_path)
+    if "/" in model:
+        Path(model.split("/", 1)[1]).write_bytes(b"")   # the checkpoint exists: its name is what is too long
+    assert get_embeds.main(["--m", model, "--d", dataset, "--images", str(tmp_path), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "use a shorter --d" in err and "Traceback" not in err and not (tmp_path / "data").exists()
