@@ -123,3 +123,16 @@ def test_long_names_are_refused_by_the_path_builder_with_a_short_name_hint(tmp_p
     assert get_embeds.main(["--m", model, "--d", dataset, "--images", str(tmp_path), "-q"]) == 2
     err = capsys.readouterr().err
     assert "use a shorter --d" in err and "Traceback" not in err and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("error, needle", [(AssertionError("text pos_embed width changed!"), "another architecture"),
+                                           (__import__("pickle").UnpicklingError("Weights only load failed"),
+                                            "pickled Python objects")])
+def test_open_clip_checkpoint_errors_are_one_message(error, needle):
+    from types import SimpleNamespace
+
+    from src.openclip import _load_errors
+    spec = SimpleNamespace(name="openclip:ViT-S-32-alt/x.pt", options={"arch": "ViT-S-32-alt"})
+    with pytest.raises(DataError, match=f"checkpoint x.pt cannot be loaded into ViT-S-32-alt.*{needle}"):
+        with _load_errors(spec, "checkpoint x.pt", local=True):
+            raise error
