@@ -567,7 +567,7 @@ def test_cluster_on_a_constant_side_and_on_a_full_disk(workdir, capsys, monkeypa
 
     full_disk(monkeypatch, partial=b"{")
     assert cluster.main(["--m", "txt", "--d", "base", "--nc", "12", "-t", "-q"]) == 1
-    assert "disk full: cannot write data/base_txt_text_cluster.json" in capsys.readouterr().err
+    assert "disk full: cannot write data/base_txt_text_cluster.pt" in capsys.readouterr().err
     assert (workdir / "data" / "base_txt_text_cluster.pt").read_bytes() == before
 
 
