@@ -127,7 +127,7 @@ def load_dataset(name, images=None, captions=None, skip_missing=False, classes=N
         raise DataError(f"{captions_file}: images[] lists image id(s) {_examples(repeated, key=str)} more than "
                         f"once; give each image one entry (its captions refer to it by id)")
     ids, paths, caps, dropped, empty = [], [], [], {}, {}
-    for img_id in sorted(coco.imgs):
+    for img_id in sorted(coco.imgs, key=_id_order):
         info = coco.imgs[img_id]
         if not isinstance(info, dict) or not isinstance(info.get("file_name"), str):
             raise DataError(f"{captions_file}: image id {img_id} has no file_name (a string); fix the captions "
@@ -160,6 +160,11 @@ def load_dataset(name, images=None, captions=None, skip_missing=False, classes=N
     if not ids:
         raise DataError(f"{captions_file} lists no usable images under {image_dir}")
     return CaptionsDataset(name, image_dir, captions_file, ids, paths, caps, dropped)
+
+
+def _id_order(i):
+    """Image ids in ascending order, numbers before strings (a captions file may mix 7 and "img_7")."""
+    return (0, i, "") if isinstance(i, (int, float)) and not isinstance(i, bool) else (1, 0, str(i))
 
 
 def _check_caption_types(coco, captions_file):
@@ -370,10 +375,19 @@ def read_descriptions(descriptions_file, class_names):
     path = Path(descriptions_file)
     fix = ("pass --descriptions a json object mapping each class name to a list of sentences, e.g. "
            "{\"leopard\": [\"A leopard is a large wild cat.\", ...]}")
+    repeated = []
+
+    def no_repeats(pairs):  # json.loads keeps the last of a repeated key: the first list would vanish
+        keys = [k for k, _ in pairs]
+        repeated.extend(k for k in dict.fromkeys(keys) if keys.count(k) > 1)
+        return dict(pairs)
     try:
-        mapping = json.loads(path.read_text(encoding="utf-8"))
+        mapping = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_repeats)
     except (OSError, ValueError) as e:
         raise DataError(f"descriptions file {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); {fix}")
+    if repeated:
+        raise DataError(f"descriptions file {path} lists the key(s) {', '.join(map(repr, repeated[:5]))} more than "
+                        f"once (JSON keeps only the last list); merge each class's sentences into one list")
     if not isinstance(mapping, dict) or not all(isinstance(v, list) and all(isinstance(t, str) for t in v)
                                                 for v in mapping.values()):
         raise DataError(f"descriptions file {path} is not a json object of lists of strings; {fix}")

@@ -27,9 +27,18 @@ from .extraction import (
     remove_partial,
     resolve_batch_size,
 )
-from .files import Sidecar, file_digest, read_sidecar, save_embeddings, side_file
+from .files import (
+    Sidecar,
+    check_pair,
+    file_digest,
+    load_tensor,
+    nonfinite_rows,
+    read_sidecar,
+    save_embeddings,
+    side_file,
+)
 from .names import FINAL, Side, check_path_part, parse_model
-from .perturb import image_perturbation, parse_input_perturbation, perturb_captions
+from .perturb import Perturbation, image_perturbation, parse_input_perturbation, perturb_captions
 from .tvdatasets import ROOT_VAR as TV_ROOT_VAR
 from .tvdatasets import is_tv, load_tv_dataset, parse_tv_name
 
@@ -59,8 +68,13 @@ class EmbedOptions:
     skip_missing: bool = False
     overwrite: bool = False
     quiet: bool = False
-    perturb: Optional[str] = None   # an input perturbation KIND:LEVEL (src/perturb.py), written to its own file
+    perturb: Optional[Perturbation] = None  # an input perturbation (src/perturb.py), written to its own file
     perturb_seed: int = 0
+
+    def __post_init__(self):
+        # --perturb is parsed once, here (its modality is checked against each model by _perturbation)
+        if isinstance(self.perturb, str):
+            object.__setattr__(self, "perturb", parse_input_perturbation(self.perturb))
 
     @classmethod
     def from_args(cls, args, dataset):
@@ -90,9 +104,12 @@ def _plan(opts: EmbedOptions, model):
 def _perturbation(opts: EmbedOptions, modalities):
     """The input perturbation of opts (None without --perturb), checked against the modalities the model has
     (hf: ids know theirs only once loaded: then both, and checked again after loading)."""
-    if opts.perturb is None:
+    perturb = opts.perturb
+    if perturb is None:
         return None
-    perturb = parse_input_perturbation(opts.perturb, tuple(modalities) or ("img", "text"))
+    modalities = tuple(modalities) or ("img", "text")
+    if perturb.spec.modality not in modalities:
+        parse_input_perturbation(perturb.text, modalities)  # its message
     if not 0 <= opts.perturb_seed <= 2**32 - 1:
         raise UsageError(f"--perturb-seed {opts.perturb_seed}: use a seed in 0..{2**32 - 1}")
     return perturb
@@ -111,12 +128,45 @@ def check_model(opts: EmbedOptions, model):
     for path in output_files(opts, model):
         if path.exists() and path.name.endswith("_text.pt"):
             check_class_text_file(path, opts)
-        if opts.perturb is not None and not opts.overwrite and path.exists():
-            sidecar = read_sidecar(path)
-            recorded = sidecar.perturbation if sidecar is not None else None
-            if recorded and recorded.get("seed") != opts.perturb_seed:
-                raise UsageError(f"{path} exists, made with --perturb-seed {recorded.get('seed')}: add --overwrite "
-                                 f"to replace it with seed {opts.perturb_seed}")
+        if path.exists() and not opts.overwrite:
+            check_existing(path, opts)
+
+
+def _weights_flag(weights):
+    """--weights as a sidecar records it: its real path, "" without it (None: a sidecar older than this)."""
+    return "" if weights is None else os.path.realpath(weights)
+
+
+def check_existing(path, opts: EmbedOptions):
+    """A file that exists is skipped only when it is what this command would write: made with the same
+    options that change rows (--weights, --precision, --no-fold-bn, --perturb-seed; the class texts:
+    ``check_class_text_file``) and whole (its sidecar agrees with its rows). Otherwise one message that says
+    what differs and to pass --overwrite."""
+    sidecar = read_sidecar(path)
+    if sidecar is None:
+        return
+    check_pair(path, load_tensor(path), sidecar, "pass --overwrite to make it again")
+    differ = []
+    recorded = sidecar.perturbation
+    if opts.perturb is not None and recorded and recorded.get("seed") != opts.perturb_seed:
+        differ.append(f"--perturb-seed {recorded.get('seed')} (this command: {opts.perturb_seed})")
+    if sidecar.weights_flag is not None:
+        if sidecar.weights_flag != _weights_flag(opts.weights):
+            differ.append(f"--weights {sidecar.weights_flag or '(none: the published weights)'} (this command: "
+                          f"{_weights_flag(opts.weights) or 'none'})")
+    elif opts.weights is not None and sidecar.weights not in (opts.weights, _weights_flag(opts.weights)):
+        differ.append(f"weights {sidecar.weights} (this command: --weights {opts.weights})")
+    if sidecar.precision is not None and sidecar.precision != opts.precision:
+        differ.append(f"--precision {sidecar.precision} (this command: {opts.precision})")
+    if sidecar.modality == "img":
+        folded = sidecar.fold_bn if sidecar.fold_bn is not None else (
+            True if sidecar.folded_batchnorm else None)   # older sidecars: 0 folded layers says nothing
+        if folded is not None and folded != opts.fold_bn:
+            differ.append(("BatchNorm folded" if folded else "--no-fold-bn")
+                          + f" (this command: {'folded' if opts.fold_bn else '--no-fold-bn'})")
+    if differ:
+        raise UsageError(f"{path} exists, made with {'; '.join(differ)}: add --overwrite to replace it, or pass "
+                         f"another --data-dir (or --d name) to keep both")
 
 
 def _describe_class_texts(source):
@@ -213,6 +263,48 @@ def _no_class_text_taps():
                       "means over class texts of the final embeddings")
 
 
+def make_sidecar(opts: EmbedOptions, base, spec, encoder, dataset, layer, modality, batch_size, perturb):
+    """The one constructor of an embeddings sidecar: what the rows of ``layer`` / ``modality`` were made from."""
+    classes = isinstance(dataset, ClassesDataset)
+    paths = getattr(dataset, "paths", None)
+    fields_ = dict(
+        model=base.at(layer).text, base=base.base, layer=layer,
+        init="random (torch.manual_seed(0))" if base.random else "pretrained",
+        family=spec.family, hub_id=spec.hub_id, revision=spec.revision,
+        weights=None if base.random and opts.weights is None else str(encoder.source),
+        weights_flag=_weights_flag(opts.weights),
+        pooling=spec.pooling if layer == FINAL else
+        f"output of module {layer}: mean over spatial positions or (non-padding) tokens"
+        + (", then over an image's captions" if modality == "text" else ""),
+        modality=modality, dataset=opts.name, images=str(dataset.image_dir),
+        captions=None if dataset.captions_file is None else str(dataset.captions_file),
+        image_ids=list(dataset.ids), dropped={str(k): v for k, v in dataset.dropped.items()},
+        files=None if classes or paths is None else [os.path.relpath(p, dataset.image_dir) for p in paths],
+        precision=opts.precision, batch_size=batch_size, versions=_versions(),
+        fold_bn=opts.fold_bn if modality == "img" else None,
+        folded_batchnorm=encoder.folded_batchnorm if modality == "img" else None,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    if classes:
+        fields_.update(dataset.sidecar_fields(modality))
+    if perturb is not None:
+        fields_["perturbation"] = perturb.record(opts.perturb_seed)
+    return Sidecar(**fields_)
+
+
+def check_finite(rows, out, model, opts: EmbedOptions):
+    """NaN or inf rows are refused before anything is written (and the saved chunks, which hold them, are
+    removed), naming the model and its weights."""
+    bad = nonfinite_rows(rows)
+    if not bad:
+        return
+    remove_partial(out)
+    weights = f" with --weights {opts.weights}" if opts.weights else ""
+    why = ("half precision can overflow: use --precision fp32" if opts.precision != "fp32" else
+           "its weights hold NaN or inf, or an input makes it overflow: check the checkpoint")
+    raise DataError(f"{model}{weights} gave NaN or inf in {len(bad)} of {rows.shape[0]} rows (first {bad[:5]}) "
+                    f"for {out}; nothing was written ({why})")
+
+
 def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=None):
     """Embeddings of ``model`` over ``opts.dataset``: every requested layer and modality, files that exist
     skipped unless opts.overwrite. Returns the lines to print (what was written or skipped; --list-layers:
@@ -233,8 +325,7 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
         dataset = replace(dataset, captions=perturb_captions(dataset.captions, perturb, opts.perturb_seed))
     with quiet_output(opts.quiet):  # weights loading prints and draws progress bars
         encoder = load_encoder(base, device, opts.weights)
-    if perturb is not None:
-        parse_input_perturbation(opts.perturb, encoder.modalities)
+    _perturbation(opts, encoder.modalities)  # hf: ids know their modalities only once loaded
     taps = taps_of(layers)
     encoder.check_layers(taps)  # before any extraction: a typo costs nothing
     if opts.list_layers or taps:
@@ -284,25 +375,9 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
             if rank != 0:
                 continue
             for layer, out in todo.items():
-                fields_ = dict(
-                    model=base.at(layer).text, base=base.base, layer=layer,
-                    init="random (torch.manual_seed(0))" if base.random else "pretrained",
-                    family=spec.family, hub_id=spec.hub_id, revision=spec.revision,
-                    weights=None if base.random and opts.weights is None else str(encoder.source),
-                    pooling=spec.pooling if layer == FINAL else
-                    f"output of module {layer}: mean over spatial positions or (non-padding) tokens"
-                    + (", then over an image's captions" if modality == "text" else ""),
-                    modality=modality, dataset=opts.name, images=str(dataset.image_dir),
-                    captions=None if dataset.captions_file is None else str(dataset.captions_file),
-                    image_ids=list(dataset.ids), dropped={str(k): v for k, v in dataset.dropped.items()},
-                    precision=opts.precision, batch_size=batch_size, versions=_versions(),
-                    folded_batchnorm=encoder.folded_batchnorm if modality == "img" else None,
-                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-                if classes:
-                    fields_.update(dataset.sidecar_fields(modality))
-                if perturb is not None:
-                    fields_["perturbation"] = perturb.record(opts.perturb_seed)
-                save_embeddings(rows[layer], out, Sidecar(**fields_))
+                check_finite(rows[layer], out, base.at(layer).text, opts)
+                sidecar = make_sidecar(opts, base, spec, encoder, dataset, layer, modality, batch_size, perturb)
+                save_embeddings(rows[layer], out, sidecar)
                 remove_partial(out)
                 lines.append(f"wrote {out} ({rows[layer].shape[0]} x {rows[layer].shape[1]})")
     if rank != 0:

@@ -5,60 +5,43 @@ per seed the task draws anchors and queries once and the alignment metrics (``sr
 once; then each method builds its graph, retrieval top-1/5/10 (-1 without a graph, as the paper's qap rows)
 and matching accuracy. A one-sided task (``Task.sides == 1``, the probe) has no method: per seed it fills its
 own score columns and leaves the matching and metric columns empty. Every configuration writes its own CSVs,
-as the paper's run.py did.
+as the paper's run.py did, through the results store (``src/results.py``: the files, their columns, summary.csv
+and ``finished``; its names are importable from here as before).
 """
-import csv
-import fcntl
-import io
 import logging
-import os
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
-import pandas as pd
 import torch
 
 from . import metrics
 from .config import Config
-from .errors import DataError, UsageError
-from .files import SUMMARY_NAME, atomic_write_text
+from .errors import DataError
 from .names import parse_side
+from .results import (  # noqa: F401 (the results store's names, for callers that import them from here)
+    IDENTITY_COLUMNS,
+    METRIC_COLUMNS,
+    PAPER_COLUMNS,
+    RESULT_COLUMNS,
+    RUN_COLUMNS,
+    SEEDWISE_COLUMNS,
+    SIDE_COLUMNS,
+    append_summary,
+    check_output_dirs,
+    check_output_files,
+    finished,
+    input_digests,
+    read_summary,
+    result_columns,
+    seedwise_columns,
+    write_outputs,
+)
 from .retrieval import get_retrieval
 from .sides import load_side, require_distinct
 from .tasks import TASKS
 
 _logger = logging.getLogger(__name__)
-
-# The paper's columns in the paper's order, then the new ones appended.
-PAPER_COLUMNS = ["Base data", "Query data", "Source model", "Target model", "method", "base_samples",
-                 "query_samples", "clustering_mode", "stretch"]
-METRIC_COLUMNS = ["matching_acc", "top_1", "top_5", "top_10"]
-RUN_COLUMNS = ["restarts", "device", "seconds", "created", "config", "objective"]
-SIDE_COLUMNS = ["task", "source_side", "target_side", "source_modality", "source_lang", "target_modality",
-                "target_lang", "data_dir"]
-# what else the run key hashes, so that table.csv can tell two runs apart: the group hash (its row), the
-# method's non-default options (its column), the seeds
-IDENTITY_COLUMNS = ["group", "method_options", "seeds", "base_seed", "permutations"]
-
-
-def _score_names(task):
-    return [c.name for c in TASKS[task].columns]
-
-
-def seedwise_columns(permutations=0, task="captions"):
-    return (PAPER_COLUMNS + ["seed1", "seed2"] + METRIC_COLUMNS + metrics.metric_columns(permutations)
-            + _score_names(task) + RUN_COLUMNS + SIDE_COLUMNS + IDENTITY_COLUMNS)
-
-
-def result_columns(permutations=0, task="captions"):
-    return (PAPER_COLUMNS + METRIC_COLUMNS + metrics.metric_columns(permutations) + _score_names(task)
-            + RUN_COLUMNS + SIDE_COLUMNS + IDENTITY_COLUMNS)
-
-
-SEEDWISE_COLUMNS, RESULT_COLUMNS = seedwise_columns(), result_columns()
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Groups: loaded once, checked before any computation
@@ -87,35 +70,6 @@ class SideCache:
         if key not in self.loaded:
             self.loaded[key] = load_side(self.data_dir, dataset, side.file_side)
         return replace(self.loaded[key], side=side)
-
-
-def check_output_dirs(*dirs):
-    """The output folders must be folders we can write, and a summary.csv there one we can extend, found
-    out before any computation (and before any of them is created)."""
-    dirs = [Path(d) for d in dirs]
-    for d in dirs:
-        if d.exists() and not d.is_dir():
-            raise UsageError(f"{d} is a file, not a folder: remove it or pass another output folder")
-        summary = d / SUMMARY_NAME
-        if summary.exists() and not summary.is_file():
-            raise DataError(f"{summary} is not a file: remove it or pass another --results-dir")
-        if summary.is_file():
-            read_summary(summary)  # refuses a file that is not this project's CSV before anything runs
-    for d in dirs:
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DataError(f"cannot create the output folder {d} ({e.strerror}); pass another folder")
-        if not os.access(d, os.W_OK | os.X_OK):
-            raise DataError(f"cannot write in {d} (permission denied); pass another output folder")
-
-
-def check_output_files(paths):
-    """A file this run will write must not be a folder (found out before any computation)."""
-    for path in map(Path, paths):
-        if path.is_dir():
-            raise DataError(f"{path} is a folder, but this run writes a file of that name there; move the folder "
-                            f"away (or pass another output folder) and re-run")
 
 
 def prepare(configs):
@@ -166,7 +120,20 @@ def _common(cfg: Config, n_queries):
             "source_lang": (source.lang if source else "") or "", "target_modality": cfg.target.modality,
             "target_lang": cfg.target.lang or "", "data_dir": cfg.data_dir, "group": cfg.group(),
             "method_options": cfg.changed_options(), "seeds": " ".join(map(str, cfg.seeds)),
-            "base_seed": cfg.base_seed if used else "", "permutations": cfg.permutations}
+            "base_seed": cfg.base_seed if used else "", "permutations": cfg.permutations,
+            **input_digests(cfg)}
+
+
+def one_dtype(draw):
+    """A float32 side against a float64 side (docs/devices.md allows float64 files): both in the wider dtype
+    before any method runs (a matmul of the two would fail)."""
+    parts = (draw.sb, draw.tb, draw.sq, draw.tq)
+    if len({p.dtype for p in parts}) == 1:
+        return draw
+    dtype = parts[0].dtype
+    for p in parts[1:]:
+        dtype = torch.promote_types(dtype, p.dtype)
+    return replace(draw, sb=draw.sb.to(dtype), tb=draw.tb.to(dtype), sq=draw.sq.to(dtype), tq=draw.tq.to(dtype))
 
 
 def check_draw(draw, cfg, seed):
@@ -220,7 +187,7 @@ def run_group(group: Group, device, progress=True):
     methods = {cfg: cfg.method_instance() for cfg in group.configs}
     rows = {cfg: [] for cfg in group.configs}
     for seed in cfg0.seeds:
-        draw = task.draw(group.state, cfg0, seed, device)
+        draw = one_dtype(task.draw(group.state, cfg0, seed, device))
         check_draw(draw, cfg0, seed)
         if seed == cfg0.seeds[0]:
             warn_long_runs(methods, draw, device, len(cfg0.seeds))
@@ -285,111 +252,9 @@ def average(rows, permutations=0, task="captions"):
     return avg
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Files
-# ----------------------------------------------------------------------------------------------------------
-
-def _csv_text(rows, columns, header=True):
-    buf = io.StringIO()
-    pd.DataFrame(rows, columns=columns).to_csv(buf, index=False, header=header)
-    return buf.getvalue()
-
-
-def read_summary(path):
-    """summary.csv as (header, rows as lists of strings), checked to be this project's comma CSV: a header,
-    every row with as many fields, a complete last line. Anything else is a DataError: such a file is never
-    rewritten (it may be a hand-edited file, or one cut by a full disk)."""
-    path = Path(path)
-    # utf-8-sig: a file saved by a spreadsheet starts with a byte-order mark, which would glue itself to the
-    # first column's name (and the rewrite would add a second "Base data" column)
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
-    keep = (f"{path} is kept as it is: move it away (or repair it) and re-run; the run's own CSVs are "
-            f"written beside it either way")
-    if not text:
-        return None, []
-    if not text.endswith("\n"):
-        raise DataError(f"{path} ends in a cut line (no newline at the end: a write was interrupted). {keep}")
-    try:
-        records = list(csv.reader(io.StringIO(text)))
-    except csv.Error as e:
-        raise DataError(f"{path} is not a comma CSV ({e}). {keep}")
-    header, body = records[0], records[1:]
-    if len(header) < 2 or "method" not in header:
-        raise DataError(f"{path} has no header of this project's columns (e.g. 'method'). {keep}")
-    for i, r in enumerate(body, start=2):
-        if len(r) != len(header):
-            raise DataError(f"{path}: line {i} has {len(r)} fields, its header {len(header)}. {keep}")
-    return header, body
-
-
-def append_summary(path, row, columns=None):
-    """Add one averaged row to summary.csv under an exclusive lock (shell loops finish at once).
-
-    The file is only ever replaced by a complete new copy (old rows + the new one, the columns the union of
-    both, in order), so it is whole after any failure; one that is not this project's CSV is kept as it is
-    (a warning says so) and not extended. The lock is on a separate file because the copy replaces
-    summary.csv.
-    """
-    path = Path(path)
-    columns = list(columns or row.keys())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            header, body = None, []
-            if path.is_file():
-                try:
-                    header, body = read_summary(path)
-                except DataError as e:
-                    _logger.warning("%s", e)
-                    return False
-            header = header or []
-            union = header + [c for c in columns if c not in header]
-            new = {c: row.get(c, "") for c in columns}
-            old = pd.DataFrame(body, columns=header, dtype=str).reindex(columns=union, fill_value="") \
-                if header else None
-            frame = pd.DataFrame([new]).astype(str).reindex(columns=union, fill_value="")
-            merged = frame if old is None else pd.concat([old, frame], ignore_index=True)
-            buf = io.StringIO()
-            merged.to_csv(buf, index=False)
-            atomic_write_text(path, buf.getvalue())
-            return True
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def run_and_write(groups, device, progress=True):
     """Every prepared group's seeds and methods; each configuration's CSVs written as its group ends. Yields
     (cfg, averaged row, its paths) as each is written, so a caller that is stopped knows what was."""
     for group in groups:
         for cfg, rows, avg in run_group(group, device, progress=progress):
             yield cfg, avg, write_outputs(cfg, rows, avg)
-
-
-def finished(cfg: Config):
-    """Whether a configuration has its results: ``results/<name>.csv`` (the name ends in the run key) is a
-    CSV of one row whose ``config`` column is ``cfg.key()``. Its seedwise CSV was written before it, and a
-    killed job never leaves a partial file (atomic writes), so such a file is a finished run."""
-    path = cfg.output_paths()["results"]
-    if not path.is_file():
-        return False
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        rows = []
-    if len(rows) == 1 and rows[0].get("config") == cfg.key():
-        return True
-    _logger.warning("%s is not the result of configuration %s (config column %r): it is recomputed", path,
-                    cfg.key(), rows[0].get("config") if len(rows) == 1 else None)
-    return False
-
-
-def write_outputs(cfg: Config, rows, avg):
-    """seedwise/<name>.csv and results/<name>.csv (replaced atomically), one row added to summary.csv."""
-    paths = cfg.output_paths()
-    atomic_write_text(paths["seedwise"], _csv_text(rows, seedwise_columns(cfg.permutations, cfg.task)))
-    atomic_write_text(paths["results"], _csv_text([avg], result_columns(cfg.permutations, cfg.task)))
-    append_summary(paths["summary"], avg, result_columns(cfg.permutations, cfg.task))
-    return paths
-

@@ -14,11 +14,11 @@ Files (``data_dir`` defaults to ``data/``, results to ``results/`` and ``seedwis
 - ``{results_dir}/{run name}.csv`` (averaged over seeds), ``{seedwise_dir}/{run name}.csv`` (a row per
   seed), ``{results_dir}/summary.csv`` (every run's averaged row), ``table.csv`` and figures.
 
-The rule for every write: a file this project writes, appends to or rewrites is, after any failure (full
-disk, kill, read-only folder), either complete and readable or unchanged. Every write goes to a temporary file
-in the target folder, then ``os.replace`` (``_atomic``); summary.csv is only replaced by a complete new copy
-(``experiment.append_summary``). A failed write is one message (``write_error``: "disk full", "permission
-denied", "is a folder") naming the file; the temporary file is removed and the old file is left as it was.
+The rule for every write (docs/files.md states it): a file and the file that vouches for it (a tensor and its
+sidecar; a run's CSVs and summary.csv) become visible together or not at all, a file alone complete or
+unchanged; one function does every write (``write_together``). A failed write is one message (``write_error``:
+"disk full", "permission denied", "is a folder") naming the file. The results store (run.py's CSVs,
+summary.csv, ``finished``) is ``src/results.py``.
 Every name that becomes part of a path goes through ``names.check_path_part``.
 """
 import contextlib
@@ -50,10 +50,28 @@ def side_file(data_dir, dataset, side, cluster=False):
     input kinds only (a row perturbation's rows are the unperturbed file's)."""
     side = parse_side(side).file_side
     check_path_part(dataset, "dataset")
+    check_name_length(dataset_tag(side.dataset(dataset)), file_tag(side.model))
     name = (f"{dataset_tag(side.dataset(dataset))}_{file_tag(side.model)}_{side.modality}"
             + (f"~{perturbation_tag(side.perturbation)}" if side.perturbation else "")
             + ("_cluster" if cluster else ""))
     return Path(data_dir) / f"{name}.pt"
+
+
+NAME_MAX = 255           # bytes in one file name on the usual file systems
+MAX_SIDE_NAME = 100      # dataset tag + model tag: run.py's file names hold two of each, plus ~50 characters
+
+
+def check_name_length(dataset, model):
+    """The one length rule for names that become file names: a dataset name and a model name (as written in
+    file names) of at most MAX_SIDE_NAME characters together, so that get_embeds.py's files and the run.py
+    file names made of two such pairs fit in NAME_MAX (with the temporary name's prefix and suffix)."""
+    n = len(dataset.encode()) + len(model.encode())
+    if n > MAX_SIDE_NAME:
+        raise UsageError(f"the dataset name ({dataset[:30]}{'...' if len(dataset) > 30 else ''}, {len(dataset)} "
+                         f"characters) and the model name ({model[:30]}{'...' if len(model) > 30 else ''}, "
+                         f"{len(model)}) are {n} characters together, more than the {MAX_SIDE_NAME} that file "
+                         f"names allow here (run.py's names hold two of each): use a shorter --d, or copy the "
+                         f"checkpoint to a shorter path (openclip:ARCH/FILE, --weights)")
 
 
 def sidecar_path(path):
@@ -67,6 +85,10 @@ NOT_RESULTS = {SUMMARY_NAME, TABLE_NAME, CORRELATIONS_NAME}  # CSVs in results/ 
 def run_paths(results_dir, seedwise_dir, name):
     """The files of one run (configuration) named ``name``."""
     check_path_part(name, "run name")
+    if len(f".{name}.csv.XXXXXXXX.tmp".encode()) > NAME_MAX:
+        raise UsageError(f"the run's file name {name[:40]}... would be {len(name) + 4} characters, more than a file "
+                         f"name may hold ({NAME_MAX}): use shorter dataset names (--base_data, --query_data) or "
+                         f"model names")
     return {"seedwise": Path(seedwise_dir) / f"{name}.csv", "results": Path(results_dir) / f"{name}.csv",
             "summary": Path(results_dir) / SUMMARY_NAME}
 
@@ -95,11 +117,13 @@ class Sidecar:
     hub_id: Optional[str] = None
     revision: Optional[str] = None
     weights: Optional[str] = None
+    weights_flag: Optional[str] = None      # --weights as given (its real path), "" without it
     pooling: Optional[str] = None
     modality: Optional[str] = None
     precision: Optional[str] = None
     batch_size: Optional[int] = None
     folded_batchnorm: int | None = None     # image rows: BatchNorm layers folded into convolutions (src/fold.py)
+    fold_bn: bool | None = None             # image rows: folding asked for (False: --no-fold-bn)
     versions: Optional[dict] = None
     created: Optional[str] = None
     # the data: rows in order
@@ -107,6 +131,7 @@ class Sidecar:
     images: Optional[str] = None
     captions: Optional[str] = None
     image_ids: Optional[list] = None        # captions data: image id of each row; classes: "folder/file"
+    files: Optional[list] = None            # captions data: the image file of each row (under ``images``)
     dropped: Optional[dict] = None
     n: Optional[int] = None
     d: Optional[int] = None
@@ -128,6 +153,8 @@ class Sidecar:
     # cluster files
     embeddings: Optional[str] = None        # the embeddings file's name
     digest: Optional[str] = None            # sha1 of the embeddings tensor's bytes
+    # every file: sha1 of the bytes of the tensor beside this sidecar (``check_pair``)
+    data_digest: Optional[str] = None
     rows: Optional[int] = None
     n_clusters: Optional[int] = None
     anchors: Optional[int] = None
@@ -163,7 +190,7 @@ class Sidecar:
         if self.version > SIDECAR_VERSION:
             raise DataError(f"{path} is a version {self.version} sidecar, newer than this code reads "
                             f"({SIDECAR_VERSION}); update the repository")
-        for name in ("image_ids", "labels", "classes", "folders", "templates"):
+        for name in ("image_ids", "files", "labels", "classes", "folders", "templates"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), list):
                 bad(name, "a list")
         if self.image_ids is not None and not all(isinstance(i, (int, str)) and not isinstance(i, bool)
@@ -190,7 +217,7 @@ class Sidecar:
         if self.perturbation is not None and not (isinstance(self.perturbation, dict)
                                                   and {"kind", "level"} <= set(self.perturbation)):
             bad("perturbation", "an object with kind and level")
-        for name in ("digest", "task_data", "model", "embeddings", "kind", "descriptions_digest"):
+        for name in ("digest", "data_digest", "task_data", "model", "embeddings", "kind", "descriptions_digest"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 bad(name, "a string")
 
@@ -223,7 +250,8 @@ def remake_hint(sidecar_file, kind=None):
 
 
 def write_sidecar(path, sidecar: Sidecar):
-    atomic_write_text(sidecar_path(path), json.dumps(sidecar.to_dict(), indent=1) + "\n")
+    """A sidecar alone (a tensor and its sidecar go through ``save_with_sidecar``)."""
+    _atomic(sidecar_path(path), _sidecar_write(sidecar))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -329,9 +357,9 @@ class _Recording:
         return getattr(self._f, name)
 
 
-def _atomic(path, write):
-    """Write through ``write(file)`` into a temporary file beside ``path``, then ``os.replace`` it: after any
-    failure ``path`` is the old file (or absent), never a part of the new one."""
+def _stage(path, write):
+    """Write through ``write(file)`` into a temporary file beside ``path`` (flushed to disk) and return its
+    name; on failure the temporary file is removed and the error is one DataError naming ``path``."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"cannot write {path}: a folder of that name is in the way; move it away and re-run")
@@ -350,7 +378,7 @@ def _atomic(path, write):
             write(f)
             raw.flush()
             os.fsync(raw.fileno())
-        os.replace(tmp, path)
+        return tmp
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -358,6 +386,54 @@ def _atomic(path, write):
         if cause is not None:
             raise write_error(path, cause) from None
         raise
+
+
+def write_together(writes):
+    """THE write rule of this project, for a file alone and for a file with the file that vouches for it (a
+    tensor and its sidecar; a run's CSVs and summary.csv): ``writes`` is [(path, write(file))], the data
+    first and the vouching file last. Every file is written whole under a temporary name first (a full disk
+    or a kill there leaves every old file as it was); then they are moved into place in that order, the old
+    files kept as hard links until the last move succeeded, and put back if a move fails. A kill between two
+    moves is the one window left: the sidecars record their data's digest (``data_digest``) and readers
+    compare it (``check_pair``), so such a pair is refused, never used."""
+    staged, backups, moved = [], {}, []
+    try:
+        for path, write in writes:
+            staged.append((Path(path), _stage(path, write)))
+        for path, _ in staged:
+            if path.is_file():
+                backup = path.with_name(f".{path.name}.{os.getpid()}.old")
+                with contextlib.suppress(OSError):
+                    if backup.exists():
+                        backup.unlink()
+                    os.link(path, backup)
+                    backups[path] = backup
+        for path, tmp in staged:
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                raise write_error(path, e) from None
+            moved.append(path)
+    except BaseException:
+        for path in reversed(moved):  # put the old pair back
+            with contextlib.suppress(OSError):
+                if path in backups:
+                    os.replace(backups.pop(path), path)
+                else:
+                    path.unlink()
+        raise
+    finally:
+        for _, tmp in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        for backup in backups.values():
+            with contextlib.suppress(OSError):
+                backup.unlink()
+
+
+def _atomic(path, write):
+    """One file alone under the write rule (``write_together``)."""
+    write_together([(path, write)])
 
 
 def atomic_torch_save(obj, path):
@@ -372,26 +448,45 @@ def atomic_write_bytes(path, data):
     _atomic(path, lambda f: f.write(data))
 
 
+def _sidecar_write(sidecar):
+    text = json.dumps(sidecar.to_dict(), indent=1) + "\n"
+    return lambda f: f.write(text.encode("utf-8"))
+
+
+def save_with_sidecar(obj, path, sidecar: "Sidecar"):
+    """A tensor and its sidecar under the write rule: both new or both old. The sidecar records the tensor's
+    digest (``data_digest``), so a reader can tell a pair that disagrees."""
+    sidecar.version = SIDECAR_VERSION
+    sidecar.data_digest = tensor_digest(obj)
+    write_together([(path, lambda f: torch.save(obj, f)), (sidecar_path(path), _sidecar_write(sidecar))])
+
+
 def save_embeddings(tensor, path, sidecar):
-    """Write the N x D float32 tensor and its sidecar (a Sidecar or a dict of its fields; sidecar first: a
-    .pt never lacks one)."""
+    """Write the N x D float32 tensor and its sidecar (a Sidecar or a dict of its fields) under the write
+    rule."""
     tensor = tensor.detach().to("cpu", torch.float32).contiguous()
     if not isinstance(sidecar, Sidecar):
         sidecar = Sidecar.from_dict(dict(sidecar), path)
-    sidecar.version = SIDECAR_VERSION
     sidecar.n, sidecar.d, sidecar.dtype, sidecar.file = int(tensor.shape[0]), int(tensor.shape[1]), "float32", \
         Path(path).name
-    write_sidecar(path, sidecar)
-    atomic_torch_save(tensor, path)
+    save_with_sidecar(tensor, path, sidecar)
 
 
 def save_cluster(picks, path, embeddings_path, embeddings, n_clusters, exact_count, kmeans):
-    """Write anchor row indices and their sidecar (with the digest of the embeddings they index)."""
-    write_sidecar(path, Sidecar(kind="cluster", embeddings=Path(embeddings_path).name,
-                                digest=tensor_digest(embeddings), rows=int(embeddings.shape[0]),
-                                n_clusters=n_clusters, anchors=int(picks.numel()), exact_count=exact_count,
-                                kmeans=kmeans))
-    atomic_torch_save(picks, path)
+    """Write anchor row indices and their sidecar (with the digest of the embeddings they index) under the
+    write rule."""
+    save_with_sidecar(picks, path, Sidecar(kind="cluster", embeddings=Path(embeddings_path).name,
+                                           digest=tensor_digest(embeddings), rows=int(embeddings.shape[0]),
+                                           n_clusters=n_clusters, anchors=int(picks.numel()),
+                                           exact_count=exact_count, kmeans=kmeans))
+
+
+def check_pair(path, tensor, sidecar, fix):
+    """A DataError when a file and its sidecar disagree: the sidecar records the digest of other data (a write
+    cut between its two moves, or one of the two replaced by hand)."""
+    if sidecar is not None and sidecar.data_digest is not None and sidecar.data_digest != tensor_digest(tensor):
+        raise DataError(f"{path} and its sidecar {sidecar_path(path)} disagree: the sidecar describes other "
+                        f"data (a write was cut between the two files, or one was replaced); {fix}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -420,13 +515,23 @@ def load_embeddings(path, fix=None):
                         + (f"; {fix}" if fix else ""))
     if obj.dtype in (torch.float16, torch.bfloat16):
         obj = obj.float()  # the math needs float32 or float64; half-precision files are valid input
-    bad = ~torch.isfinite(obj).all(dim=1)
-    if bad.any():
-        rows = torch.nonzero(bad).flatten().tolist()
-        raise DataError(f"{path} has NaN or inf in {len(rows)} row(s), first {rows[:5]}; "
-                        f"{fix or 're-extract it with get_embeds.py --overwrite'} (with --precision fp32: half "
-                        f"precision can overflow)")
+    bad = nonfinite_rows(obj)
+    if bad:
+        try:
+            sidecar = read_sidecar(path)
+        except DataError:
+            sidecar = None
+        half = sidecar is not None and sidecar.precision not in (None, "fp32")
+        raise DataError(f"{path} has NaN or inf in {len(bad)} row(s), first {bad[:5]}; "
+                        f"{fix or 're-extract it with get_embeds.py --overwrite'}"
+                        + (f" (with --precision fp32: it was made in {sidecar.precision}, and half precision can "
+                           f"overflow)" if half else ""))
     return obj
+
+
+def nonfinite_rows(rows):
+    """Indices of the rows holding NaN or inf."""
+    return torch.nonzero(~torch.isfinite(rows).all(dim=1)).flatten().tolist()
 
 
 def load_cluster(path, n_rows, fix=None):

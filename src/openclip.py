@@ -27,6 +27,7 @@ import difflib
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -98,8 +99,14 @@ def _load_errors(spec, what, local):
     root.addFilter(_not_ours_to_say)
     try:
         yield
-    except (OSError, RuntimeError, ValueError, KeyError) as e:
+    except (OSError, RuntimeError, ValueError, KeyError, AssertionError, pickle.UnpicklingError) as e:
+        # AssertionError: a checkpoint of another architecture (open_clip's resize checks); UnpicklingError: a
+        # pickled payload, refused by weights_only loading (nothing in it ran)
         detail = f"({type(e).__name__}: {str(e)[:300]})"
+        if isinstance(e, pickle.UnpicklingError):
+            detail = "(it holds pickled Python objects, not only tensors: it was not loaded, nothing in it ran)"
+        elif isinstance(e, AssertionError):
+            detail = f"(a checkpoint of another architecture? open_clip says: {str(e)[:200] or 'AssertionError'})"
         if local:
             raise DataError(f"model {spec.name}: {what} cannot be loaded into {spec.options['arch']} {detail}")
         offline = os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0")

@@ -6,6 +6,7 @@ Two caption sides are paired by image id: when they hold different images both a
 ids they share, in ascending id order; files without sidecars pair by position and must have equal rows.
 """
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -15,6 +16,7 @@ import torch
 from .errors import DataError
 from .files import (
     Sidecar,
+    check_pair,
     cluster_command,
     get_embeds_command,
     load_cluster,
@@ -76,6 +78,7 @@ def load_side(data_dir, dataset, side) -> LoadedSide:
         if n is not None and n != rows.shape[0]:
             raise DataError(f"{path} has {rows.shape[0]} rows but its sidecar {sidecar_path(path)} lists {n}: "
                             f"the file was cut or replaced; {fix}")
+    check_pair(path, rows, sidecar, fix)
     return LoadedSide(side, name, path, rows, sidecar, fix)
 
 
@@ -94,6 +97,39 @@ def _id_key(i):
     return (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s)
 
 
+def _same_folder(x, y):
+    if os.path.normpath(x) == os.path.normpath(y):
+        return True
+    try:
+        return os.path.samefile(x, y)
+    except OSError:
+        return False
+
+
+def check_same_source(a: LoadedSide, b: LoadedSide):
+    """Two sides paired by image id must come from the same images: a DataError naming both files when their
+    sidecars name different image folders, different captions files (for one dataset name: a language or a
+    class-text variant has its own captions or texts), or different file names for one image id."""
+    sa, sb = a.sidecar, b.sidecar
+    if sa is None or sb is None:
+        return
+    differ = None
+    if sa.images and sb.images and not _same_folder(sa.images, sb.images):
+        differ = f"image folders ({sa.images} and {sb.images})"
+    elif a.dataset == b.dataset and sa.captions and sb.captions and not _same_folder(sa.captions, sb.captions):
+        differ = f"captions files ({sa.captions} and {sb.captions})"
+    elif sa.files and sb.files and sa.image_ids and sb.image_ids:
+        fb = {str(i): f for i, f in zip(sb.image_ids, sb.files)}
+        other = [(i, f, fb[str(i)]) for i, f in zip(sa.image_ids, sa.files) if fb.get(str(i), f) != f]
+        if other:
+            i, fa, f2 = other[0]
+            differ = f"files for {len(other)} image id(s) (id {i}: {fa} and {f2})"
+    if differ:
+        raise DataError(f"{a.path} and {b.path} were made from different {differ}, so pairing their rows by image "
+                        f"id would pair other photos; extract both from the same --images and --captions "
+                        f"(get_embeds.py --overwrite), or give one of them its own dataset name")
+
+
 def pair_rows(a: LoadedSide, b: LoadedSide):
     """Rows of a and b paired by image id: (rows_a, rows_b, index_a, index_b), indices into the files.
 
@@ -101,6 +137,7 @@ def pair_rows(a: LoadedSide, b: LoadedSide):
     restricted to the shared ids in ascending id order, with one log line. Without ids on both sides the
     files pair by position and must have equal rows.
     """
+    check_same_source(a, b)
     na, nb = a.rows.shape[0], b.rows.shape[0]
     if a.ids is None or b.ids is None:
         if na != nb:
@@ -139,6 +176,10 @@ def load_side_cluster(data_dir, dataset, loaded: LoadedSide, n_clusters, keep: t
                           side.file_side.perturbation)
     picks = load_cluster(path, loaded.rows.shape[0], f"make it with: {cmd}")
     sidecar = read_sidecar(path)
+    check_pair(path, picks, sidecar, f"re-run: {cmd}")
+    if sidecar is not None and sidecar.n_clusters is not None and sidecar.n_clusters != n_clusters:
+        raise DataError(f"{path} holds the anchors of {sidecar.n_clusters} clusters (cluster.py --nc "
+                        f"{sidecar.n_clusters}), not of --b {n_clusters}; re-run: {cmd}")
     if sidecar is not None and sidecar.digest is not None and sidecar.digest != tensor_digest(loaded.rows):
         raise DataError(f"{path} was made from other embeddings than {loaded.path} (they were re-extracted "
                         f"since, or the file was copied from another side); re-run: {cmd}")

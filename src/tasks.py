@@ -356,6 +356,9 @@ class Probe(Task):
         labels = np.asarray(side.labels)
         counts = np.bincount(labels)
         counts = counts[counts > 0]
+        if len(counts) < 2:
+            raise DataError(f"{side.path}: every row has one class label, so a probe has nothing to tell apart; "
+                            f"probe a dataset of at least two classes")
         if counts.min() < FOLDS:
             raise DataError(f"{side.path}: a class has only {counts.min()} row(s), fewer than the probe's {FOLDS} "
                             f"folds; use a dataset with at least {FOLDS} images a class")

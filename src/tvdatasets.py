@@ -127,8 +127,11 @@ def _remove_empty_dirs(paths):
 def open_tv_dataset(tv, root, download=False):
     """The torchvision dataset object (transform None: PIL images) and the split it reads."""
     cls = dataset_class(tv.cls)
-    kwargs, split = _split_kwargs(cls, tv.cls, tv.split)
     params = inspect.signature(cls.__init__).parameters
+    if "root" not in params:  # FakeData: its first argument is a size, not a folder
+        raise UsageError(f"tv:{tv.cls} reads no files (torchvision's {tv.cls} takes no root folder), so it has no "
+                         f"images to embed; use a torchvision dataset of files (tv:CIFAR100, tv:Caltech101, ...)")
+    kwargs, split = _split_kwargs(cls, tv.cls, tv.split)
     if download:
         if "download" not in params:
             raise UsageError(f"tv:{tv.cls} cannot download (torchvision's {tv.cls} has no download argument); "
@@ -137,7 +140,9 @@ def open_tv_dataset(tv, root, download=False):
         kwargs["download"] = True
     root = Path(root)
     how = (f"pass --download to let torchvision fetch it from its public source into {root}, or point --images "
-           f"(or {ROOT_VAR}) at the folder that holds it")
+           f"(or {ROOT_VAR}) at the folder that holds it") if not download else (
+        f"the download into {root} failed (no network here?): download it where there is a network, copy it "
+        f"under {root} and re-run without --download")
     if not root.is_dir() and not download:
         raise DataError(f"tv:{tv.cls}: the root {root} does not exist; {how}")
     before = {p.name for p in root.iterdir()} if root.is_dir() else set()

@@ -68,9 +68,10 @@ def edit_captions(cap, image_id, text):
 
 
 def full_disk(monkeypatch, when=lambda path: True, partial=b""):
-    """Make ``files._atomic`` fail as on a full disk for the writes ``when(path)`` picks: the temporary file
-    gets ``partial`` bytes, then ENOSPC. Returns the real ``_atomic`` (to put back within a test)."""
-    real = files._atomic
+    """Make ``files._stage`` (every write goes through it) fail as on a full disk for the writes ``when(path)``
+    picks: the temporary file gets ``partial`` bytes, then ENOSPC. Returns the real ``_stage`` (to put back
+    within a test)."""
+    real = files._stage
 
     def atomic(path, write):
         if not when(path):
@@ -80,7 +81,7 @@ def full_disk(monkeypatch, when=lambda path: True, partial=b""):
             f.write(partial)
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, half)
-    monkeypatch.setattr(files, "_atomic", atomic)
+    monkeypatch.setattr(files, "_stage", atomic)
     return real
 
 
@@ -205,7 +206,7 @@ def test_get_embeds_on_a_full_disk_says_disk_full_and_which_file(ds, capsys, mon
     err = capsys.readouterr().err
     assert "disk full: cannot write data/tiny_pixels_img.pt" in err and "Traceback" not in err
     assert not Path("data/tiny_pixels_img.pt").exists()
-    monkeypatch.setattr(files, "_atomic", real)
+    monkeypatch.setattr(files, "_stage", real)
     assert embeds(ds) == 0   # the chunks were kept: the rerun only assembles them
 
 
@@ -251,7 +252,7 @@ def test_summary_write_that_fails_half_way_keeps_the_old_file(workdir, capsys, m
     err = capsys.readouterr().err
     assert "disk full: cannot write results/summary.csv" in err and "is unchanged" in err
     assert summary.read_bytes() == before
-    monkeypatch.setattr(files, "_atomic", real)
+    monkeypatch.setattr(files, "_stage", real)
     assert run.main(["--m", "relative"] + ARGS) == 0
     assert summary.read_text().startswith(before.decode()) and len(summary.read_text().splitlines()) == 3
 
@@ -554,7 +555,7 @@ def test_read_only_data_folder(ds, capsys, monkeypatch):
         return real(*a, **k)
     monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
     assert embeds(ds) == 1
-    assert "cannot write data/tiny_pixels_img.json: Permission denied" in capsys.readouterr().err
+    assert "cannot write data/tiny_pixels_img.pt: Permission denied" in capsys.readouterr().err
 
 
 def test_cluster_on_a_constant_side_and_on_a_full_disk(workdir, capsys, monkeypatch):
@@ -566,7 +567,7 @@ def test_cluster_on_a_constant_side_and_on_a_full_disk(workdir, capsys, monkeypa
 
     full_disk(monkeypatch, partial=b"{")
     assert cluster.main(["--m", "txt", "--d", "base", "--nc", "12", "-t", "-q"]) == 1
-    assert "disk full: cannot write data/base_txt_text_cluster.json" in capsys.readouterr().err
+    assert "disk full: cannot write data/base_txt_text_cluster.pt" in capsys.readouterr().err
     assert (workdir / "data" / "base_txt_text_cluster.pt").read_bytes() == before
 
 

@@ -17,7 +17,7 @@ PAPER_SEEDWISE = ["Base data", "Query data", "Source model", "Target model", "me
 NEW = ["linear_cka", "kernel_cka", "unbiased_cka", "mutual_knn", "cknna", "restarts", "device",
        "seconds", "created", "config", "objective", "task", "source_side", "target_side", "source_modality",
        "source_lang", "target_modality", "target_lang", "data_dir", "group", "method_options", "seeds",
-       "base_seed", "permutations"]
+       "base_seed", "permutations", "source_inputs", "target_inputs"]
 
 
 ARGS = ["--vid_model", "vis", "--text_model", "txt", "--base_data", "base", "--query_data", "query",

@@ -8,7 +8,7 @@ from test_run import ARGS, _bad
 
 import cluster
 import run
-from src import experiment
+from src import experiment, results
 from src.files import save_embeddings
 
 
@@ -37,8 +37,8 @@ def test_summary_csv_that_is_a_folder(workdir, capsys, monkeypatch):
 
 def test_results_dir_not_writable(workdir, capsys, monkeypatch):
     # root may write anywhere, so the permission is simulated where the check reads it
-    real = experiment.os.access
-    monkeypatch.setattr(experiment.os, "access",
+    real = results.os.access
+    monkeypatch.setattr(results.os, "access",
                         lambda p, mode: False if str(p).endswith("results") else real(p, mode))
     _bad(workdir, capsys, ["--m", "linear"] + ARGS, 1, "cannot write in results")
     assert not list((workdir / "seedwise").glob("*.csv"))
