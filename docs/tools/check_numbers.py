@@ -103,7 +103,8 @@ def compare(block, printed):
         if NUMBER.search(line) and _normal(line) not in have:
             label = _normal(re.split(r"\d", line, maxsplit=1)[0])
             near = next((p for p in printed_lines if label and p.startswith(label)), None)
-            problems.append(f"{block.page.relative_to(ROOT)}:{block.line + 1 + offset}: the page has\n    {_normal(line)}\n"
+            where = f"{block.page.relative_to(ROOT)}:{block.line + 1 + offset}"
+            problems.append(f"{where}: the page has\n    {_normal(line)}\n"
                             + (f"  the command printed\n    {near}" if near else "  the command printed no such line"))
     return problems
 
