@@ -88,3 +88,13 @@ CHEAP = ["figure1.md", "cross_lingual.md"]
 def test_cheap_blocks_print_the_pages_numbers(page):
     problems, checked, _ = check_numbers.check([ROOT / "docs" / page])
     assert checked and not problems, "\n".join(problems)
+
+
+def test_citation_file_cites_the_readmes_paper_and_the_licence_is_named():
+    import yaml
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    paper = cff["preferred-citation"]
+    readme = (ROOT / "README.md").read_text()
+    assert f"title     = {{{paper['title']}}}" in readme and str(paper["year"]) in readme
+    assert all(a["family-names"] in readme for a in paper["authors"])
+    assert cff["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")
