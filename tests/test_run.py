@@ -234,3 +234,11 @@ def test_concurrent_summary_appends_lose_no_row(tmp_path):
     df = pd.read_csv(path)
     assert list(df.columns) == result_columns()
     assert len(df) == 160 and sorted(df["method"].value_counts().tolist()) == [40] * 4
+
+
+def test_run_py_is_a_thin_script():
+    # its checks, configurations, demos and branches live in src/run_cli.py and src/demo.py
+    from pathlib import Path
+    root = Path(run.__file__).resolve().parent
+    lines = {s: len((root / s).read_text().splitlines()) for s in ("run.py", "get_embeds.py")}
+    assert lines["run.py"] <= lines["get_embeds.py"], lines
