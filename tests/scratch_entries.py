@@ -93,15 +93,15 @@ def _task():
 # A perturbation kind: a seeded fraction p of the rows negated
 # ----------------------------------------------------------------------------------------------------------
 
-def flip_rows(rows, p, gen):
-    """``flip:p``: the first round(p n) rows of a seeded permutation negated."""
+def negate_rows(rows, p, gen):
+    """``negate:p``: the first round(p n) rows of a seeded permutation negated."""
     chosen = gen.permutation(rows.shape[0])[:int(math.floor(p * rows.shape[0] + 0.5))]
     out = rows.clone()
     out[torch.as_tensor(chosen, dtype=torch.long)] *= -1
     return out
 
 
-def plain_flip(X, p, gen):
+def plain_negate(X, p, gen):
     order = [int(v) for v in gen.permutation(len(X))]
     flipped = set(order[:math.floor(p * len(X) + 0.5)])
     return torch.stack([-X[i] if i in flipped else X[i] for i in range(len(X))])
@@ -109,7 +109,7 @@ def plain_flip(X, p, gen):
 
 def _kind():
     from src import perturb
-    return perturb.Kind("flip", perturb.ROWS, None, "p", 0, 1, False, "a fraction p of the rows negated", flip_rows)
+    return perturb.Kind("negate", perturb.ROWS, None, "p", 0, 1, False, "a fraction p of the rows negated", negate_rows)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -123,14 +123,14 @@ def register(setitem):
     setitem(metrics.METRICS, "rsa", rsa)                             # the registry lines
     setitem(methods.METHODS, "scratch_anchors", method)
     setitem(tasks.TASKS, "scratch_half", _task())
-    setitem(perturb.KINDS, "flip", _kind())
+    setitem(perturb.KINDS, "negate", _kind())
     import test_methods
     import test_metrics
     import test_perturb
     import test_tasks
     setitem(test_metrics.PLAIN, "rsa", plain_rsa)                  # the references beside the tests
     setitem(test_methods.PLAIN, "scratch_anchors", ("graph", plain_scratch_anchors))
-    setitem(test_perturb.PLAIN, "flip", (0.5, plain_flip))
+    setitem(test_perturb.PLAIN, "negate", (0.5, plain_negate))
     setitem(test_tasks.CHECKED_BY, "scratch_half", "tests/test_registries.py::test_a_new_task_runs_through_main")
     return method
 

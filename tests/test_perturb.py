@@ -43,7 +43,7 @@ def test_side_grammar_parses_from_the_right_and_writes_levels_one_way():
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("mpnet:text~flip:0.5", "unknown kind 'flip'"),
+    ("mpnet:text~nosuchkind:0.5", "unknown kind 'nosuchkind'"),
     ("mpnet:text~swap:1.5", "p in [0, 1]"), ("mpnet:text~swap:-0.1", "p in [0, 1]"),
     ("mpnet:text~mix:2", "u in [0, 1]"), ("mpnet:text~drop:1.01", "p in [0, 1]"),
     ("mpnet:text~shuffle:-1", "p in [0, 1]"), ("mpnet:text~noise:-0.5", "s >= 0"),

@@ -70,15 +70,16 @@ def test_a_new_task_runs_through_main(workdir, scratch):
 
 
 def test_a_new_perturbation_kind_runs_through_main(workdir, scratch):
-    assert run.main(["--source", "txt:text", "txt:text~flip:0", "txt:text~flip:1", "--target", "vis:img",
+    assert run.main(["--source", "txt:text", "txt:text~negate:0", "txt:text~negate:1", "--target", "vis:img",
                      "--m", "relative"] + ARGS) == 0
     frames = {f["source_side"][0]: f for f in seedwise(workdir)}
-    assert set(frames) == {"txt:text", "txt:text~flip:0", "txt:text~flip:1"}
+    assert set(frames) == {"txt:text", "txt:text~negate:0", "txt:text~negate:1"}
     cols = ["matching_acc", "linear_cka", "kernel_cka"]
-    pd.testing.assert_frame_equal(frames["txt:text"][cols], frames["txt:text~flip:0"][cols])   # level 0
-    # flip:1 negates every row of the pool: linear CKA is unchanged (XX^T is), the rows are not
-    assert frames["txt:text~flip:1"]["linear_cka"].tolist() == pytest.approx(frames["txt:text"]["linear_cka"].tolist())
-    assert run.main(["--source", "txt:text~flip:2", "--target", "vis:img", "--m", "relative"] + ARGS) == 2
+    pd.testing.assert_frame_equal(frames["txt:text"][cols], frames["txt:text~negate:0"][cols])   # level 0
+    # negate:1 negates every row of the pool: linear CKA is unchanged (XX^T is), the rows are not
+    negated = frames["txt:text~negate:1"]["linear_cka"].tolist()
+    assert negated == pytest.approx(frames["txt:text"]["linear_cka"].tolist())
+    assert run.main(["--source", "txt:text~negate:2", "--target", "vis:img", "--m", "relative"] + ARGS) == 2
 
 
 # The tests that iterate a registry (and the scratch entries' own end-to-end ones), run with all four entries
@@ -96,9 +97,9 @@ REGISTRY_TESTS = [
 
 def test_existing_registry_tests_stay_green_with_a_new_entry_in_each_registry():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT)]))
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "scratch_entries", "-q", "-rN", "-v",
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "scratch_entries", "-rN", "-v",
                            "-p", "no:cacheprovider", *REGISTRY_TESTS], cwd=ROOT, env=env, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    for new in ("rsa", "scratch_anchors", "flip", "scratch_half"):    # the new entries were iterated
+    for new in ("rsa", "scratch_anchors", "negate", "scratch_half"):    # the new entries were iterated
         assert re.search(rf"\[([^\]]*-)?{new}(-[^\]]*)?\] PASSED", done.stdout), new
