@@ -99,3 +99,12 @@ def test_citation_file_cites_the_readmes_paper_and_the_licence_is_named():
     assert f"title     = {{{paper['title']}}}" in readme and str(paper["year"]) in readme
     assert all(a["family-names"] in readme for a in paper["authors"])
     assert cff["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_the_checker_names_the_printed_row_of_the_same_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(check_numbers, "ROOT", tmp_path)
+    page = tmp_path / "page.md"
+    page.write_text("<!-- results: python run.py -q; check: yes -->\n```\na -> b 0.4147 0.5187\n```\n")
+    (block,) = check_numbers.blocks(page)
+    (problem,) = check_numbers.compare(block, "a -> b 0.7415 0.7525 0.7355\n\na -> b 0.4100 0.5187\n")
+    assert problem.endswith("a -> b 0.4100 0.5187")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 NUMBER = re.compile(r"\d\.\d")
+NUMBERS = re.compile(r"-?\d+\.\d+")
 MARKER = re.compile(r"^<!-- results: (?P<command>.+?); check: (?P<check>yes|no)(?P<why>.*?) -->$")
 SCRIPTS = ("run.py", "get_embeds.py", "cluster.py")
 
@@ -101,8 +102,10 @@ def compare(block, printed):
     problems = []
     for offset, line in enumerate(block.lines):
         if NUMBER.search(line) and _normal(line) not in have:
-            label = _normal(re.split(r"\d", line, maxsplit=1)[0])
-            near = next((p for p in printed_lines if label and p.startswith(label)), None)
+            label, count = _normal(re.split(r"\d\.\d", line, maxsplit=1)[0]), len(NUMBERS.findall(line))
+            # the printed line of the same label and as many numbers (a row of the same table), else any
+            same = [p for p in printed_lines if label and p.startswith(label)]
+            near = next((p for p in same if len(NUMBERS.findall(p)) == count), same[0] if same else None)
             where = f"{block.page.relative_to(ROOT)}:{block.line + 1 + offset}"
             problems.append(f"{where}: the page has\n    {_normal(line)}\n"
                             + (f"  the command printed\n    {near}" if near else "  the command printed no such line"))
