@@ -94,6 +94,11 @@ def run_command(command, timeout=1800):
     return done.stdout
 
 
+def _label(line):
+    """A line's text before its first decimal number (a table row's name)."""
+    return _normal(re.split(r"-?\d+\.\d", line, maxsplit=1)[0])
+
+
 def compare(block, printed):
     """The block's lines that hold a number and were not printed, each with the printed line of the same
     label (its text before the first number), if any."""
@@ -102,9 +107,9 @@ def compare(block, printed):
     problems = []
     for offset, line in enumerate(block.lines):
         if NUMBER.search(line) and _normal(line) not in have:
-            label, count = _normal(re.split(r"\d\.\d", line, maxsplit=1)[0]), len(NUMBERS.findall(line))
+            label, count = _label(line), len(NUMBERS.findall(line))
             # the printed line of the same label and as many numbers (a row of the same table), else any
-            same = [p for p in printed_lines if label and p.startswith(label)]
+            same = [p for p in printed_lines if label and _label(p) == label]
             near = next((p for p in same if len(NUMBERS.findall(p)) == count), same[0] if same else None)
             where = f"{block.page.relative_to(ROOT)}:{block.line + 1 + offset}"
             problems.append(f"{where}: the page has\n    {_normal(line)}\n"
