@@ -108,9 +108,12 @@ def compare(block, printed):
     for offset, line in enumerate(block.lines):
         if NUMBER.search(line) and _normal(line) not in have:
             label, count = _label(line), len(NUMBERS.findall(line))
-            # the printed line of the same label and as many numbers (a row of the same table), else any
+            # the printed line of the same label and as many numbers that shares the most of them (the same
+            # row of the same table), else any of that label
             same = [p for p in printed_lines if label and _label(p) == label]
-            near = next((p for p in same if len(NUMBERS.findall(p)) == count), same[0] if same else None)
+            rows = [p for p in same if len(NUMBERS.findall(p)) == count]
+            near = max(rows, key=lambda p: sum(a == b for a, b in zip(NUMBERS.findall(p), NUMBERS.findall(line))),
+                       default=same[0] if same else None)
             where = f"{block.page.relative_to(ROOT)}:{block.line + 1 + offset}"
             problems.append(f"{where}: the page has\n    {_normal(line)}\n"
                             + (f"  the command printed\n    {near}" if near else "  the command printed no such line"))
