@@ -9,6 +9,7 @@ import numpy as np
 from .errors import UsageError
 from .matching import hungarian
 
+OPTION_PREFIX = "option:"  # argparse dests of method options: their own namespace
 
 def option(default, flag, help, choices=None, least=None, zero_means_none=False):
     """A method option: a dataclass field whose metadata says how run.py offers and checks it.
@@ -38,17 +39,29 @@ class Method:
     def option_fields(cls):
         return [f for f in fields(cls) if "flag" in f.metadata] if hasattr(cls, "__dataclass_fields__") else []
 
+    @staticmethod
+    def dest(field_name):
+        """Where argparse stores an option: a namespace of its own (``option:NAME``), so an option named like
+        one of the script's own flags (``quiet``) never reads or overwrites that flag's value."""
+        return OPTION_PREFIX + field_name
+
     @classmethod
     def add_arguments(cls, parser, name, seen):
-        """Add this method's flags to parser (a flag that another method already added is shared)."""
+        """Add this method's flags to parser (a flag that another method already added is shared). A flag
+        that the script itself already has is refused here, when the parser is built."""
         own = [f for f in cls.option_fields() if f.metadata["flag"] not in seen]
         if not own:
             return
+        taken = {s for a in parser._actions for s in a.option_strings}
+        clash = [f.metadata["flag"] for f in own if f.metadata["flag"] in taken]
+        if clash:
+            raise ValueError(f"method {name!r}: its option flag {clash[0]} is already a flag of "
+                             f"{parser.prog}; give the option another flag")
         group = parser.add_argument_group(f"--m {name} options")
         for f in own:
             meta = f.metadata
             seen.add(meta["flag"])
-            kw = {"dest": f.name, "help": meta["help"], "default": argparse.SUPPRESS}
+            kw = {"dest": cls.dest(f.name), "help": meta["help"], "default": argparse.SUPPRESS}
             if isinstance(f.default, bool):
                 group.add_argument(meta["flag"], action="store_true", **kw)
                 continue
@@ -62,7 +75,8 @@ class Method:
     def options_from_args(cls, args):
         """{option: value} of the flags given on the command line (defaults left out: the dataclass has
         them)."""
-        return {f.name: getattr(args, f.name) for f in cls.option_fields() if hasattr(args, f.name)}
+        return {f.name: getattr(args, cls.dest(f.name)) for f in cls.option_fields()
+                if hasattr(args, cls.dest(f.name))}
 
     @classmethod
     def create(cls, options=()):

@@ -33,13 +33,17 @@ configuration with the unperturbed numbers. Two stages:
   Level 0 (``patches:1``) leaves every input as it is. A caption's randomness is seeded by (seed, row, caption),
   an image's by (seed, row): a row's perturbation does not depend on batching, chunks or ranks.
 
+The kinds are the rows of ``KINDS`` (at the end of this module), each with its apply function and its one-line
+definition (``Kind.meaning``: --help, messages and docs/usage.md's table). Adding a kind: its function (rows,
+captions or images, as ``Kind`` states) and one row; its plain definition goes into tests/test_perturb.py's ``PLAIN``.
+
 Seeds: NumPy ``default_rng`` of a tuple of non-negative integers (the run's seed, then which side and which
 pool, so two perturbed sides of one configuration never share their draws).
 """
 import math
 import re
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -51,6 +55,17 @@ ROWS, INPUT = "rows", "input"
 
 @dataclass(frozen=True)
 class Kind:
+    """One perturbation kind: a registry row. ``apply`` takes what the kind perturbs and its level:
+
+    - a row kind (stage ROWS): ``apply(rows, level, gen)``, rows an N x D tensor of one pool, gen a NumPy
+      generator -> N x D tensor;
+    - a caption kind (stage INPUT, modality "text"): ``apply(caption, level, gen)`` -> caption (str), gen
+      seeded by (seed, row, caption);
+    - an image kind (stage INPUT, modality "img"): ``apply(x, level, rows, seed)``, x a batch of model inputs
+      (B x C x H x W float), rows their dataset rows -> batch (draw per row from ``rng(seed, row)``).
+
+    Level ``low`` is the identity: the callers return their input unchanged without calling ``apply``."""
+
     name: str
     stage: str                 # ROWS (run.py) or INPUT (get_embeds.py)
     modality: Optional[str]    # the only modality it applies to; None: any
@@ -58,18 +73,14 @@ class Kind:
     low: float                 # the level's range [low, high] (high None: unbounded)
     high: Optional[float]
     whole: bool                # the level is a whole number
-    meaning: str               # one line for --help and messages
+    meaning: str               # one line for --help, messages and the docs table
+    apply: Callable = None     # see above
 
+    @property
+    def applies_to(self):
+        """What ``apply`` takes: "rows", "captions" or "images"."""
+        return "rows" if self.stage == ROWS else {"text": "captions", "img": "images"}[self.modality]
 
-KINDS = {k.name: k for k in (
-    Kind("swap", ROWS, None, "p", 0, 1, False, "a fraction p of the paired rows get another chosen row's row"),
-    Kind("noise", ROWS, None, "s", 0, None, False, "Gaussian noise of s x the rows' entry standard deviation"),
-    Kind("mix", ROWS, None, "u", 0, 1, False, "(1-u) x own row + u x the row of a random other item"),
-    Kind("drop", INPUT, "text", "p", 0, 1, False, "each word of a caption dropped with probability p"),
-    Kind("shuffle", INPUT, "text", "p", 0, 1, False, "a fraction p of each caption's words permuted"),
-    Kind("blur", INPUT, "img", "sigma", 0, None, False, "Gaussian blur of the model's input, sigma in pixels"),
-    Kind("patches", INPUT, "img", "k", 1, None, True, "the model's input cut into k x k patches, shuffled"),
-)}
 
 _NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -189,19 +200,27 @@ def perturb_rows(rows, perturbation, gen):
         raise ValueError(f"{p} is an input perturbation: its rows are a file of their own")
     if p.is_identity:
         return rows
-    n = rows.shape[0]
-    if p.kind == "swap":
-        chosen, source = swap_draw(n, p.level, gen)
-        out = rows.clone()
-        out[torch.as_tensor(chosen)] = rows[torch.as_tensor(source)]
-        return out
-    if p.kind == "noise":
-        z = torch.as_tensor(gen.standard_normal(tuple(rows.shape)), dtype=rows.dtype, device=rows.device)
-        return rows + (p.level * rows.std()) * z
-    if p.kind == "mix":
-        pi = torch.as_tensor(derangement(n, gen), device=rows.device)
-        return (1 - p.level) * rows + p.level * rows[pi]
-    raise ValueError(f"no row function for {p.kind}")
+    return p.spec.apply(rows, p.level, gen)
+
+
+def swap_rows(rows, p, gen):
+    """``swap:p`` of one pool (see the module docstring)."""
+    chosen, source = swap_draw(rows.shape[0], p, gen)
+    out = rows.clone()
+    out[torch.as_tensor(chosen)] = rows[torch.as_tensor(source)]
+    return out
+
+
+def noise_rows(rows, s, gen):
+    """``noise:s`` of one pool."""
+    z = torch.as_tensor(gen.standard_normal(tuple(rows.shape)), dtype=rows.dtype, device=rows.device)
+    return rows + (s * rows.std()) * z
+
+
+def mix_rows(rows, u, gen):
+    """``mix:u`` of one pool."""
+    pi = torch.as_tensor(derangement(rows.shape[0], gen), device=rows.device)
+    return (1 - u) * rows + u * rows[pi]
 
 
 def perturb_pool(rows, side, seed, side_index, pool_index=0):
@@ -240,14 +259,15 @@ def shuffle_words(caption, p, gen):
     return " ".join(out)
 
 
-TEXT_FUNCTIONS = {"drop": drop_words, "shuffle": shuffle_words}
-
-
 def perturb_captions(captions, perturbation, seed):
     """Every caption of a captions dataset (a list of each image's caption list, in row order) under a text
     kind; caption j of row i drawn from ``rng(seed, i, j)``."""
     p = parse_perturbation(perturbation)
-    f = TEXT_FUNCTIONS[p.kind]
+    if p.spec.applies_to != "captions":
+        raise ValueError(f"{p.kind} is not a caption kind")
+    if p.is_identity:
+        return [list(caps) for caps in captions]
+    f = p.spec.apply
     return [[f(c, p.level, rng(seed, i, j)) for j, c in enumerate(caps)] for i, caps in enumerate(captions)]
 
 
@@ -288,17 +308,47 @@ def shuffle_patches(x, k, perms):
     return out
 
 
+def patches_images(x, k, rows, seed):
+    """``patches:k`` of a batch, image of dataset row r shuffled by ``rng(seed, r).permutation(k * k)``."""
+    return shuffle_patches(x, k, [rng(seed, r).permutation(k ** 2) for r in rows])
+
+
 def image_perturbation(perturbation, seed):
     """(batch of model inputs B x C x H x W, their dataset rows) -> perturbed batch, for an image kind."""
     p = parse_perturbation(perturbation)
-    if p.kind not in ("blur", "patches"):
+    if p.spec.applies_to != "images":
         raise ValueError(f"{p.kind} is not an image kind")
 
     def apply(x, rows):
         if not (isinstance(x, torch.Tensor) and x.ndim == 4 and x.is_floating_point()):
             raise UsageError(f"--perturb {p}: this model's input is not a batch of float images (B x C x H x W), "
                              f"so it cannot be perturbed here")
-        if p.kind == "blur":
-            return blur_images(x, p.level)
-        return shuffle_patches(x, p.level, [rng(seed, r).permutation(p.level ** 2) for r in rows])
+        if p.is_identity:
+            return x
+        return p.spec.apply(x, p.level, rows, seed)
     return apply
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The registry: one row a kind (adding one: its apply function above and one row here)
+# ----------------------------------------------------------------------------------------------------------
+
+KINDS = {k.name: k for k in (
+    Kind("swap", ROWS, None, "p", 0, 1, False, "a fraction p of the paired rows get another chosen row's row",
+         swap_rows),
+    Kind("noise", ROWS, None, "s", 0, None, False, "Gaussian noise of s x the rows' entry standard deviation",
+         noise_rows),
+    Kind("mix", ROWS, None, "u", 0, 1, False, "(1-u) x own row + u x the row of a random other item", mix_rows),
+    Kind("drop", INPUT, "text", "p", 0, 1, False, "each word of a caption dropped with probability p", drop_words),
+    Kind("shuffle", INPUT, "text", "p", 0, 1, False, "a fraction p of each caption's words permuted",
+         shuffle_words),
+    Kind("blur", INPUT, "img", "sigma", 0, None, False, "Gaussian blur of the model's input, sigma in pixels",
+         lambda x, sigma, rows, seed: blur_images(x, sigma)),
+    Kind("patches", INPUT, "img", "k", 1, None, True, "the model's input cut into k x k patches, shuffled",
+         patches_images),
+)}
+
+
+def kinds(stage=None):
+    """The registry's kinds of one stage (ROWS or INPUT; None: all), in registry order."""
+    return [k for k in KINDS.values() if stage in (None, k.stage)]

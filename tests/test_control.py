@@ -13,10 +13,10 @@ import run
 from src import correlations, perturb, utils
 from src.draws import get_data_sep
 from src.files import save_embeddings
+from src.metrics import METRICS
 
 SIDES = ["--base_data", "base", "--query_data", "query", "--b", "30", "--q", "40", "--restarts", "3", "-q"]
-VALUES = ["matching_acc", "top_1", "top_5", "top_10", "linear_cka", "kernel_cka", "unbiased_cka", "mutual_knn",
-          "cknna", "objective"]
+VALUES = ["matching_acc", "top_1", "top_5", "top_10", *METRICS, "objective"]
 
 
 def seedwise(root):
@@ -27,9 +27,9 @@ def seedwise(root):
 # Row perturbations in run.py
 # ----------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["swap", "noise", "mix"])
+@pytest.mark.parametrize("kind", [k.name for k in perturb.kinds(perturb.ROWS)])
 def test_level_zero_gives_the_unperturbed_numbers_as_its_own_configuration(workdir, kind):
-    side = f"txt:text~{kind}:0"
+    side = f"txt:text~{perturb.Perturbation(kind, perturb.KINDS[kind].low).text}"
     assert run.main(["--source", "txt:text", side, "--target", "vis:img", "--m", "linear", "qap"] + SIDES) == 0
     sw = seedwise(workdir)
     for method in ("linear", "qap"):
@@ -230,7 +230,7 @@ def test_report_correlations_equal_scipy_and_the_join_takes_either_side(workdir,
     # the target's model first: every row has one of the image models
     assert dict(zip(table["target_side"], table["performance_model"])) == {"vis:img": "vis", "clipx:img": "clipx"}
     assert set(corr["y"]) == {"linear_acc", "relative_acc", "performance"}
-    assert set(corr["x"]) == {"linear_cka", "kernel_cka", "unbiased_cka", "mutual_knn", "cknna"}
+    assert set(corr["x"]) == set(METRICS)
     for r in corr.to_dict("records"):
         d = table[[r["x"], r["y"]]].dropna()
         assert r["n"] == len(d) == 12

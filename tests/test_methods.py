@@ -2,14 +2,18 @@
 flag appears in run.py, its value reaches the computation, names the files, and is checked before any work."""
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.optimize import linear_sum_assignment
+from test_utils import plain_center, plain_kernel_cka, plain_linear_cka, plain_local, plain_rbf
 
 import run
 from src import methods, utils
 from src.errors import UsageError
 from src.methods import METHODS, QAP, Method, option
+from src.tasks import Draw
 
 ARGS = ["--vid_model", "vis", "--text_model", "txt", "--base_data", "base", "--query_data", "query",
         "--b", "30", "--q", "40", "-q"]
@@ -87,3 +91,116 @@ def test_every_registry_method_has_a_description_and_unique_flags():
         for f in method.option_fields():
             flags.setdefault(f.metadata["flag"], set()).add(f.name)
     assert all(len(names) == 1 for names in flags.values())  # a shared flag must mean one option
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Every registry method against its plain definition, written here
+# ----------------------------------------------------------------------------------------------------------
+
+def _cos(a, b):
+    a = a / a.norm(dim=1, keepdim=True)
+    b = b / b.norm(dim=1, keepdim=True)
+    return a @ b.T
+
+
+def plain_linear(sb, tb, sq, tq):
+    W = torch.linalg.lstsq(sb, tb).solution               # least squares, no intercept
+    return _cos(sq @ W, tq)
+
+
+def plain_local_graph(cka):
+    return lambda sb, tb, sq, tq: plain_local(cka, sb, tb, sq, tq)
+
+
+def plain_qap_objective(draw, assignment):
+    """sum_ij A[i, j] B[p(i), p(j)]: A, B the centred RBF kernels of [anchors; queries] scaled to unit norm,
+    p keeping each anchor and taking source query i to target query assignment[i]."""
+    def kernel(X):
+        C = plain_center(plain_rbf(X))
+        return C / torch.sqrt(torch.sum(C * C))
+    A, B = kernel(torch.cat([draw.sb, draw.sq])), kernel(torch.cat([draw.tb, draw.tq]))
+    b = draw.sb.shape[0]
+    p = list(range(b)) + [b + int(j) for j in assignment]
+    return sum(float(A[i, j]) * float(B[p[i], p[j]]) for i in range(len(p)) for j in range(len(p)))
+
+
+# name -> ("graph", f(sb, tb, sq, tq) -> Q x Q): a method matched by Hungarian on its graph; or
+# ("objective", f(draw, assignment) -> float): a method that reports the objective its matching maximises.
+# A new method adds its line here (blind matching's solvers: their objective, e.g. "blind", "gw", "exact").
+PLAIN = {
+    "linear": ("graph", plain_linear),
+    "cos": ("graph", lambda sb, tb, sq, tq: _cos(sq, tq)),
+    "relative": ("graph", lambda sb, tb, sq, tq: _cos(_cos(sq, sb), _cos(tq, tb))),
+    "linear_local_CKA": ("graph", plain_local_graph(plain_linear_cka)),
+    "kernel_local_CKA": ("graph", plain_local_graph(plain_kernel_cka)),
+    "qap": ("objective", plain_qap_objective),
+}
+
+
+def test_every_registry_method_has_a_plain_definition():
+    assert set(PLAIN) == set(METHODS)
+
+
+def small_draw(seed=0, b=12, q=8, d=6):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(b + q, d, generator=g, dtype=torch.float64)
+    Y = X @ torch.randn(d, d, generator=g, dtype=torch.float64) + 0.3 * torch.randn(b + q, d, generator=g,
+                                                                                       dtype=torch.float64)
+    return Draw(X[:b], Y[:b], X[b:], Y[b:])
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_method_equals_its_plain_definition(name):
+    draw = small_draw()
+    method = METHODS[name].create()
+    kind, plain = PLAIN[name]
+    graph = method.graph(draw, "cpu")
+    acc, info = method.match(draw, graph, "cpu", 0, False)
+    assignment = np.asarray(info["assignment"])
+    assert sorted(assignment.tolist()) == list(range(len(assignment)))   # one-to-one
+    assert acc == pytest.approx(float(np.mean(assignment == np.arange(len(assignment)))))
+    if kind == "graph":
+        want = plain(draw.sb, draw.tb, draw.sq, draw.tq)
+        assert torch.allclose(torch.as_tensor(graph).double(), want, atol=1e-9)
+        # Hungarian: no one-to-one matching has a larger total on the plain graph
+        rows, cols = linear_sum_assignment(want.numpy(), maximize=True)
+        assert float(want[np.arange(len(assignment)), assignment].sum()) == pytest.approx(
+            float(want.numpy()[rows, cols].sum()), abs=1e-9)
+    else:
+        assert info["objective"] == pytest.approx(plain(draw, assignment), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Method options live in their own namespace
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Hushed(Method):
+    """An option field named like one of run.py's flags (-q/--quiet's dest is ``quiet``)."""
+    description = "relative representations, with an option named quiet"
+    quiet: int = option(3, "--hush-level", "an option whose field shares a run.py flag's name", least=0)
+
+    def graph(self, draw, device):
+        return utils.relative_baseline(draw.sb, draw.tb, draw.sq, draw.tq, device)
+
+
+def test_an_option_named_like_a_script_flag_keeps_its_own_value(workdir, monkeypatch):
+    monkeypatch.setitem(METHODS, "hushed", Hushed)
+    parser = run.build_parser()
+    args = parser.parse_args(["--m", "hushed", "-q"] + ARGS)
+    assert args.quiet is True and Hushed.options_from_args(args) == {}          # -q is not the option
+    args = parser.parse_args(["--m", "hushed", "--hush-level", "5"] + ARGS)
+    assert Hushed.options_from_args(args) == {"quiet": 5}
+    assert run.main(["--m", "hushed"] + ARGS) == 0                              # ARGS hold -q
+    (frame,) = [pd.read_csv(f) for f in (workdir / "seedwise").glob("*.csv")]
+    assert frame["method_options"].isna().all()                                 # the default, not -q's True
+
+
+def test_an_option_flag_that_is_a_script_flag_is_refused_when_the_parser_is_built(monkeypatch):
+    @dataclass(frozen=True)
+    class Loud(Method):
+        description = "an option whose flag run.py already has"
+        seeds: int = option(1, "--seeds", "clashes with run.py's --seeds")
+    monkeypatch.setitem(METHODS, "loud", Loud)
+    with pytest.raises(ValueError, match="method 'loud': its option flag --seeds is already a flag of run.py"):
+        run.build_parser()

@@ -43,7 +43,7 @@ def test_side_grammar_parses_from_the_right_and_writes_levels_one_way():
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("mpnet:text~flip:0.5", "unknown kind 'flip'"),
+    ("mpnet:text~nosuchkind:0.5", "unknown kind 'nosuchkind'"),
     ("mpnet:text~swap:1.5", "p in [0, 1]"), ("mpnet:text~swap:-0.1", "p in [0, 1]"),
     ("mpnet:text~mix:2", "u in [0, 1]"), ("mpnet:text~drop:1.01", "p in [0, 1]"),
     ("mpnet:text~shuffle:-1", "p in [0, 1]"), ("mpnet:text~noise:-0.5", "s >= 0"),
@@ -84,11 +84,6 @@ def test_file_names_of_perturbed_sides(tmp_path):
 # Row kinds
 # ----------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["swap", "noise", "mix"])
-def test_level_zero_is_the_identity(kind):
-    X = rows()
-    out = perturb.perturb_rows(X, f"{kind}:0", perturb.rng(0))
-    assert out is X
 
 
 @pytest.mark.parametrize("p, n, m", [(0.5, 12, 6), (0.25, 12, 3), (1, 12, 12), (0.1, 12, 2), (0.04, 12, 0),
@@ -191,6 +186,133 @@ def plain_blur(x, sigma):
     C = x.shape[1]
     y = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), g.view(1, 1, 1, -1).repeat(C, 1, 1, 1), groups=C)
     return F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), g.view(1, 1, -1, 1).repeat(C, 1, 1, 1), groups=C)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Every kind of the registry against its plain definition, written here with loops and its own draws
+# ----------------------------------------------------------------------------------------------------------
+
+def plain_derangement(m, gen):
+    while True:
+        perm = [int(v) for v in gen.permutation(m)]
+        if all(perm[i] != i for i in range(m)):
+            return perm
+
+
+def plain_swap_positions(n, p, gen):
+    """[(position, takes item)]: the first round(p n) of a permutation (1 raised to 2), a derangement among them."""
+    order = [int(v) for v in gen.permutation(n)]
+    m = math.floor(p * n + 0.5)
+    m = (2 if n >= 2 else 0) if m == 1 else m
+    chosen = order[:m]
+    perm = plain_derangement(m, gen) if m else []
+    return [(chosen[i], chosen[perm[i]]) for i in range(m)]
+
+
+def plain_swap(X, p, gen):
+    out = X.clone()
+    for i, j in plain_swap_positions(len(X), p, gen):
+        out[i] = X[j]
+    return out
+
+
+def plain_noise(X, s, gen):
+    z = gen.standard_normal(tuple(X.shape))
+    sd = float(np.std(X.numpy(), ddof=1))  # the entries' standard deviation (torch's std: n - 1)
+    return torch.tensor([[float(X[i, j]) + s * sd * z[i, j] for j in range(X.shape[1])] for i in range(len(X))])
+
+
+def plain_mix(X, u, gen):
+    pi = plain_derangement(len(X), gen)
+    return torch.stack([(1 - u) * X[i] + u * X[pi[i]] for i in range(len(X))])
+
+
+def plain_drop(caption, p, gen):
+    words = caption.split()
+    keep = [float(r) >= p for r in gen.random(len(words))]
+    if not any(keep):
+        keep[int(gen.integers(len(words)))] = True
+    return " ".join(w for w, k in zip(words, keep) if k)
+
+
+def plain_shuffle(caption, p, gen):
+    words = caption.split()
+    out = list(words)
+    for i, j in plain_swap_positions(len(words), p, gen):
+        out[i] = words[j]
+    return " ".join(out)
+
+
+def plain_patches(x, k, rows, seed):
+    H, W = x.shape[-2:]
+    ph, pw = H // k, W // k
+    out = x.clone()
+    for b, r in enumerate(rows):
+        perm = np.random.default_rng([seed, r]).permutation(k * k)
+        for c in range(k * k):
+            (i, j), (si, sj) = divmod(c, k), divmod(int(perm[c]), k)
+            out[b, :, i * ph:(i + 1) * ph, j * pw:(j + 1) * pw] = x[b, :, si * ph:(si + 1) * ph, sj * pw:(sj + 1) * pw]
+    return out
+
+
+# kind -> (a level other than the identity, the plain definition). Rows: (X, level, gen); captions: (caption,
+# level, gen); images: (x, level, rows, seed), as ``Kind.apply``. A new kind adds its entry here.
+PLAIN = {
+    "swap": (0.5, plain_swap),
+    "noise": (0.7, plain_noise),
+    "mix": (0.3, plain_mix),
+    "drop": (0.4, plain_drop),
+    "shuffle": (0.5, plain_shuffle),
+    "blur": (1.5, lambda x, sigma, rows, seed: plain_blur(x, sigma)),
+    "patches": (3, plain_patches),
+}
+
+CAPTIONS = [["a dog runs on the green grass .", "two men"], ["w0 w1 w2 w3 w4 w5 w6 w7 w8 w9"]]
+
+
+def test_every_kind_has_a_plain_definition_and_a_definition_line():
+    assert set(PLAIN) == set(perturb.KINDS)
+    for name, kind in perturb.KINDS.items():
+        assert kind.apply is not None and kind.meaning and "\n" not in kind.meaning, name
+        assert kind.applies_to in ("rows", "captions", "images"), name
+
+
+def apply_public(kind, text, seed):
+    """A kind through the function its callers use (run.py's rows, get_embeds.py's captions or images)."""
+    if kind.applies_to == "rows":
+        X = rows(12, 4)
+        return X, perturb.perturb_rows(X, text, perturb.rng(seed, 0, 0))
+    if kind.applies_to == "captions":
+        return CAPTIONS, perturb.perturb_captions(CAPTIONS, text, seed)
+    x = torch.randn(2, 3, 13, 16, generator=torch.Generator().manual_seed(0))
+    return x, perturb.image_perturbation(text, seed)(x, [4, 9])
+
+
+@pytest.mark.parametrize("name", list(perturb.KINDS))
+def test_kind_equals_its_plain_definition(name):
+    kind, (level, plain) = perturb.KINDS[name], PLAIN[name]
+    text = perturb.Perturbation(name, level).text
+    data, out = apply_public(kind, text, seed=7)
+    if kind.applies_to == "rows":
+        want = plain(data, level, np.random.default_rng([7, 0, 0]))
+        assert torch.allclose(out, want.to(out.dtype), rtol=0, atol=1e-12)
+    elif kind.applies_to == "captions":
+        assert out == [[plain(c, level, np.random.default_rng([7, i, j])) for j, c in enumerate(caps)]
+                       for i, caps in enumerate(data)]
+    else:
+        assert torch.allclose(out, plain(data, level, [4, 9], 7), atol=1e-5)
+    assert not _same(out, data)  # the level chosen does perturb
+
+
+def _same(a, b):
+    return a == b if isinstance(a, list) else torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", list(perturb.KINDS))
+def test_level_low_is_the_identity(name):
+    kind = perturb.KINDS[name]
+    data, out = apply_public(kind, perturb.Perturbation(name, kind.low).text, seed=0)
+    assert out is data if kind.applies_to != "captions" else out == data
 
 
 def test_blur_equals_a_separable_gaussian():

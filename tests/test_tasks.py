@@ -208,3 +208,34 @@ def test_a_task_may_not_fill_an_undeclared_column(workdir, monkeypatch):
     with pytest.raises(TypeError, match="does not declare"):
         run.main(["--task", "sneaky", "--m", "relative"] + CAPTION_ARGS)
     assert not list((workdir / "results").glob("*.csv"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Every registry task is checked against a plain definition somewhere: where
+# ----------------------------------------------------------------------------------------------------------
+
+# task -> the test that runs it through run.main and compares its numbers with a definition written out in
+# that test. A new task (e.g. blind matching's "blind") adds its line here, naming its test.
+CHECKED_BY = {
+    "captions": "tests/test_methods.py::test_a_new_method_with_an_option_runs_through_main",
+    "classes": "tests/test_tasks.py::test_classes_numbers_equal_the_plain_definition",
+    "classify": "tests/test_tasks.py::test_classify_numbers_equal_the_plain_definition",
+    "probe": "tests/test_control.py::test_probe_equals_a_scikit_learn_pipeline",
+}
+
+
+def test_every_registry_task_names_the_test_that_checks_it():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    assert set(CHECKED_BY) == set(tasks.TASKS)
+    for name, where in CHECKED_BY.items():
+        path, test = where.split("::")
+        assert f"def {test}(" in (root / path).read_text(), (name, where)
+
+
+@pytest.mark.parametrize("name", list(tasks.TASKS))
+def test_every_registry_task_declares_its_contract(name):
+    task = tasks.TASKS[name]
+    assert task.name == name and task.description and task.sides in (1, 2)
+    assert set(task.uses) <= set(tasks.TASK_FLAGS)
+    assert all(isinstance(c, tasks.ScoreColumn) and c.name and c.title for c in task.columns)
