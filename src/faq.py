@@ -100,7 +100,8 @@ def _lap_batch(M, maximize, pool, warm=None):
     mats = M.detach().cpu().numpy()
     sign = -1.0 if maximize else 1.0
     if warm is None or mats.shape[1] < SPARSE_FROM:
-        cols = list(pool.map(lambda X: linear_assignment(X, maximize=maximize)[1], mats))
+        # below SPARSE_FROM scipy's solver: on these gradient matrices it beats LAPJV (assignment.py)
+        cols = list(pool.map(lambda X: linear_assignment(X, maximize=maximize, scipy_below=SPARSE_FROM)[1], mats))
     else:
         def one(b):
             last_x, last_v = warm[b] if warm[b] is not None else (None, None)
