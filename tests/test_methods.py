@@ -124,6 +124,18 @@ def plain_qap_objective(draw, assignment):
     return sum(float(A[i, j]) * float(B[p[i], p[j]]) for i in range(len(p)) for j in range(len(p)))
 
 
+def plain_blind_objective(draw, assignment):
+    """trace(A P B P^T) on the queries alone (no anchors): A, B the cosines of every two centred query rows
+    of each side (the blind solvers' default ``--kernel linear``), P[i, assignment[i]] = 1."""
+    def kernel(X):
+        Xc = X - X.mean(dim=0)
+        return torch.stack([torch.stack([Xc[i] @ Xc[j] / Xc[i].norm() / Xc[j].norm() for j in range(len(X))])
+                            for i in range(len(X))])
+    A, B = kernel(draw.sq.double()), kernel(draw.tq.double())
+    n = len(assignment)
+    return sum(float(A[i, j]) * float(B[assignment[i], assignment[j]]) for i in range(n) for j in range(n))
+
+
 # name -> ("graph", f(sb, tb, sq, tq) -> Q x Q): a method matched by Hungarian on its graph; or
 # ("objective", f(draw, assignment) -> float): a method that reports the objective its matching maximises.
 # A new method adds its line here (blind matching's solvers: their objective, e.g. "blind", "gw", "exact").
@@ -134,6 +146,10 @@ PLAIN = {
     "linear_local_CKA": ("graph", plain_local_graph(plain_linear_cka)),
     "kernel_local_CKA": ("graph", plain_local_graph(plain_kernel_cka)),
     "qap": ("objective", plain_qap_objective),
+    "blind": ("objective", plain_blind_objective),
+    "gw": ("objective", plain_blind_objective),
+    "exact": ("objective", plain_blind_objective),
+    "rosetta": ("objective", plain_blind_objective),
 }
 
 

@@ -221,6 +221,7 @@ CHECKED_BY = {
     "classes": "tests/test_tasks.py::test_classes_numbers_equal_the_plain_definition",
     "classify": "tests/test_tasks.py::test_classify_numbers_equal_the_plain_definition",
     "probe": "tests/test_control.py::test_probe_equals_a_scikit_learn_pipeline",
+    "blind": "tests/test_blind.py::test_method_and_scorer_use_the_truth_only_to_score",
 }
 
 
