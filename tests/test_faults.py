@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_run import ARGS, _bad
@@ -217,7 +218,7 @@ def test_an_output_that_is_a_folder(ds, capsys):
 
 
 @pytest.mark.parametrize("content, needle", [
-    (os.urandom(2000), "is truncated or corrupt"),
+    (bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8)), "is truncated or corrupt"),
     ("state dict", "is not a state dict of this model"),
 ])
 def test_weights_that_are_not_a_state_dict(ds, tmp_path, capsys, content, needle):
