@@ -408,7 +408,8 @@ def main(argv=None):
                    help="first the assignment table: scipy's linear_sum_assignment against src/assignment.py on "
                         "the real inputs' graph at --assignment-sizes")
     p.add_argument("--assignment-sizes", type=int, nargs="+", default=[500, 1000, 2000, 5000, 10000])
-    p.add_argument("--assignment-graph", default="linear_local_CKA", choices=[m for m in METHODS if m != "qap"],
+    p.add_argument("--assignment-graph", default="linear_local_CKA",
+                   choices=[m for m in METHODS if m != "qap" and not METHODS[m].blind_only],
                    help="the method whose graph the assignments solve (as its Hungarian step)")
     p.add_argument("--smoke", action="store_true",
                    help="a few seconds: tiny sizes, every method once, the assignment table at two sizes, "
