@@ -18,6 +18,16 @@ KERNEL_HELP = ("blind solvers: each side's kernel: linear (centred cosine), rbf 
                "(itsamatch's standardised Euclidean distances)")
 
 
+# Options that several blind methods share (one flag, one help): a fresh dataclass field each time
+def kernel_option():
+    return option("linear", "--kernel", KERNEL_HELP, choices=tuple(blind.KERNELS))
+
+
+def seconds_option():
+    return option(0.0, "--blind-seconds", "blind, rosetta: wall-clock limit of a seed's search "
+                  "(0: 4 s up to N = 100, 25 s up to 200, then N / 8)", least=0)
+
+
 def auto_seconds(n):
     """The default wall-clock limit of a blind solve of n items: 4 s up to 100 items, 25 s up to 200, then
     n / 8 s (the tabu budget of 40 n steps ends first on an idle machine; the limit holds the time under load)."""
@@ -58,13 +68,12 @@ class BlindSearch(BlindMethod):
     description = ("blind matching, no anchors: starts (sorted profiles, spectral Procrustes, FAQ), 2-swap descent, "
                    "tabu search under a time limit")
     name = "blind"
-    kernel: str = option("linear", "--kernel", KERNEL_HELP, choices=tuple(blind.KERNELS))
+    kernel: str = kernel_option()
     blind_starts: str = option("profile,procrustes,faq", "--blind-starts",
                                f"blind: comma-separated starts, of {', '.join(blind.STARTS)}")
     blind_keep: int = option(3, "--blind-keep", "blind: tabu search from this many of the best starts", least=1)
     blind_iterations: int = option(0, "--blind-iterations", "blind: tabu steps in all (0: 40 N)", least=0)
-    blind_seconds: float = option(0.0, "--blind-seconds", "blind, rosetta: wall-clock limit of a seed's search "
-                                  "(0: 4 s up to N = 100, 25 s up to 200, then N / 8)", least=0)
+    blind_seconds: float = seconds_option()
     cost_flags = ("--blind-iterations", "--blind-seconds")
 
     def validate(self):
@@ -89,7 +98,7 @@ class BlindSearch(BlindMethod):
 class GW(BlindMethod):
     description = "entropic Gromov-Wasserstein (POT, log-domain Sinkhorn), rounded by the assignment; no anchors"
     name = "gw"
-    kernel: str = option("linear", "--kernel", KERNEL_HELP, choices=tuple(blind.KERNELS))
+    kernel: str = kernel_option()
     gw_epsilon: float = option(0.005, "--gw-epsilon", "gw: entropic regularisation (kernels scaled to norm N)")
     gw_iterations: int = option(30, "--gw-iterations", "gw: projected-gradient steps (epsilon annealed from 0.1)",
                                 least=1)
@@ -106,7 +115,7 @@ class GW(BlindMethod):
 class Exact(BlindMethod):
     description = f"every permutation (N <= {blind.MAX_EXACT}): the certified optimum of the blind objective"
     name = "exact"
-    kernel: str = option("linear", "--kernel", KERNEL_HELP, choices=tuple(blind.KERNELS))
+    kernel: str = kernel_option()
 
     @classmethod
     def check_size(cls, n):
@@ -123,11 +132,10 @@ class Rosetta(BlindMethod):
     description = ("large N, no anchors: k-means centres matched blind, then Wasserstein Procrustes over all rows "
                    "in a common PCA space")
     name = "rosetta"
-    kernel: str = option("linear", "--kernel", KERNEL_HELP, choices=tuple(blind.KERNELS))
+    kernel: str = kernel_option()
     rosetta_centres: int = option(100, "--rosetta-centres", "rosetta: k-means centres a side", least=3)
     rosetta_dim: int = option(64, "--rosetta-dim", "rosetta: common PCA dimensions", least=1)
-    blind_seconds: float = option(0.0, "--blind-seconds", "blind, rosetta: wall-clock limit of a seed's search "
-                                  "(0: 4 s up to N = 100, 25 s up to 200, then N / 8)", least=0)
+    blind_seconds: float = seconds_option()
 
     def solver(self, n, seed):
         k = min(self.rosetta_centres, n)
