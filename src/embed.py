@@ -16,7 +16,15 @@ from typing import Optional
 import torch
 
 from .cli import quiet_output
-from .datasets import ClassesDataset, class_text_source, load_dataset, read_templates
+from .datasets import (
+    KNOWN,
+    ClassesDataset,
+    class_text_source,
+    load_dataset,
+    read_class_names,
+    read_templates,
+    resolve_locations,
+)
 from .encoders import check_model_name, get_spec, load_encoder
 from .errors import DataError, UsageError
 from .extraction import (
@@ -34,6 +42,7 @@ from .files import (
     load_tensor,
     nonfinite_rows,
     read_sidecar,
+    same_path,
     save_embeddings,
     side_file,
 )
@@ -132,6 +141,10 @@ def check_model(opts: EmbedOptions, model):
             check_existing(path, opts)
 
 
+def _real(path):
+    return None if path is None else os.path.realpath(path)
+
+
 def _weights_flag(weights):
     """--weights as a sidecar records it: its real path, "" without it (None: a sidecar older than this)."""
     return "" if weights is None else os.path.realpath(weights)
@@ -164,9 +177,46 @@ def check_existing(path, opts: EmbedOptions):
         if folded is not None and folded != opts.fold_bn:
             differ.append(("BatchNorm folded" if folded else "--no-fold-bn")
                           + f" (this command: {'folded' if opts.fold_bn else '--no-fold-bn'})")
+    differ += _other_data(sidecar, opts)
     if differ:
         raise UsageError(f"{path} exists, made with {'; '.join(differ)}: add --overwrite to replace it, or pass "
                          f"another --data-dir (or --d name) to keep both")
+
+
+def _locations(opts: EmbedOptions):
+    """(images folder, captions file) this command reads, as far as they are known without reading the dataset
+    (None where not: a flag or a variable missing is said when the dataset is read)."""
+    if is_tv(opts.dataset):
+        return opts.images or os.environ.get(TV_ROOT_VAR), None
+    if opts.captions or opts.dataset in KNOWN:
+        try:
+            return tuple(str(p) for p in resolve_locations(opts.dataset, opts.images, opts.captions))
+        except (UsageError, DataError):
+            return opts.images, opts.captions
+    return opts.images, None
+
+
+def _recorded(path):
+    """A sidecar's path, when it can be compared: real paths, and relative ones (older sidecars: relative to
+    the folder get_embeds.py ran in) only where they exist from here."""
+    return path if path and (os.path.isabs(path) or os.path.exists(path)) else None
+
+
+def _other_data(sidecar, opts: EmbedOptions):
+    """What differs between the data a file was made from and the data this command names: the images folder,
+    the captions file, or the captions file's bytes (edited in place since)."""
+    images, captions = _locations(opts)
+    differ = []
+    if images and _recorded(sidecar.images) and not same_path(sidecar.images, images):
+        differ.append(f"images {sidecar.images} (this command: {_real(images)})")
+    if sidecar.task_data != "classes" and captions and _recorded(sidecar.captions):
+        if not same_path(sidecar.captions, captions):
+            differ.append(f"captions {sidecar.captions} (this command: {_real(captions)})")
+        elif sidecar.captions_digest and os.path.isfile(captions) \
+                and file_digest(captions) != sidecar.captions_digest:
+            differ.append(f"captions {sidecar.captions} as it was before an edit (sha1 "
+                          f"{sidecar.captions_digest[:12]}, now {file_digest(captions)[:12]})")
+    return differ
 
 
 def _describe_class_texts(source):
@@ -187,6 +237,18 @@ def check_class_text_file(path, opts: EmbedOptions):
                              opts.descriptions, file_digest(opts.descriptions) if opts.descriptions else None)
     have = {"templates": side.templates, "descriptions_file": side.descriptions_file,
             "descriptions_digest": side.descriptions_digest}
+    if side.folders is not None and side.classes is not None:
+        try:
+            names = read_class_names(opts.classes, side.folders)
+        except DataError:
+            names = None  # reading the dataset says what is wrong with the file
+        if names is not None and names != side.classes:
+            changed = [(f, a, b) for f, a, b in zip(side.folders, side.classes, names) if a != b]
+            f, a, b = changed[0]
+            raise DataError(f"{path} holds class text rows of other class names than "
+                            f"{'--classes ' + opts.classes if opts.classes else 'the folder names'} gives "
+                            f"({len(changed)} differ; folder {f}: {a!r} there, {b!r} now); pass --overwrite to "
+                            f"replace them, or give these rows their own dataset name (--d {opts.name}-VARIANT)")
     if (have["descriptions_digest"], have["templates"]) != (want["descriptions_digest"], want["templates"]):
         raise DataError(f"{path} holds class text rows from {_describe_class_texts(have)}, not from "
                         f"{_describe_class_texts(want)}; pass --overwrite to replace them, or give these rows "
@@ -276,8 +338,10 @@ def make_sidecar(opts: EmbedOptions, base, spec, encoder, dataset, layer, modali
         pooling=spec.pooling if layer == FINAL else
         f"output of module {layer}: mean over spatial positions or (non-padding) tokens"
         + (", then over an image's captions" if modality == "text" else ""),
-        modality=modality, dataset=opts.name, images=str(dataset.image_dir),
-        captions=None if dataset.captions_file is None else str(dataset.captions_file),
+        # real paths: a relative path means another folder from another working directory (sides.check_same_source)
+        modality=modality, dataset=opts.name, images=_real(dataset.image_dir),
+        captions=_real(dataset.captions_file),
+        captions_digest=None if dataset.captions_file is None else file_digest(dataset.captions_file),
         image_ids=list(dataset.ids), dropped={str(k): v for k, v in dataset.dropped.items()},
         files=None if classes or paths is None else [os.path.relpath(p, dataset.image_dir) for p in paths],
         precision=opts.precision, batch_size=batch_size, versions=_versions(),

@@ -167,7 +167,8 @@ class _Partial:
             except (OSError, ValueError, AttributeError):
                 old = None
             if old != self.fingerprint:
-                _logger.warning("discarding %s: it was made by another model, dataset or chunking", self.dir)
+                _logger.warning("discarding %s: its chunks were made with other options (model, weights, precision, "
+                                "BatchNorm folding, data or chunk size)", self.dir)
                 shutil.rmtree(self.dir)
         elif self.dir.is_dir() and any(self.dir.iterdir()):
             _logger.warning("discarding %s: it has no meta.json (not a folder this code made)", self.dir)

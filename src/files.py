@@ -130,6 +130,7 @@ class Sidecar:
     dataset: Optional[str] = None
     images: Optional[str] = None
     captions: Optional[str] = None
+    captions_digest: str | None = None      # captions data: sha1 of the captions file's bytes (an edit in place shows)
     image_ids: Optional[list] = None        # captions data: image id of each row; classes: "folder/file"
     files: Optional[list] = None            # captions data: the image file of each row (under ``images``)
     dropped: Optional[dict] = None
@@ -217,7 +218,8 @@ class Sidecar:
         if self.perturbation is not None and not (isinstance(self.perturbation, dict)
                                                   and {"kind", "level"} <= set(self.perturbation)):
             bad("perturbation", "an object with kind and level")
-        for name in ("digest", "data_digest", "task_data", "model", "embeddings", "kind", "descriptions_digest"):
+        for name in ("digest", "data_digest", "task_data", "model", "embeddings", "kind", "descriptions_digest",
+                     "captions_digest"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 bad(name, "a string")
 
@@ -225,6 +227,16 @@ class Sidecar:
         """How many rows the sidecar says its file has (None: it does not say)."""
         listed = self.image_ids if self.image_ids is not None else self.labels
         return len(listed) if listed is not None else self.n
+
+
+def same_path(x, y):
+    """Whether two recorded paths name one file or folder (as written, or the same one on disk)."""
+    if os.path.normpath(x) == os.path.normpath(y):
+        return True
+    try:
+        return os.path.samefile(x, y)
+    except OSError:
+        return False
 
 
 def read_sidecar(path):

@@ -288,12 +288,16 @@ def _rows(path):
 
 
 def finished(cfg):
-    """Whether a configuration has its results from the inputs on disk now: ``results/<name>.csv`` is a CSV of
-    one row whose ``config`` column is ``cfg.key()`` and whose input digests (``INPUT_COLUMNS``) are those of
-    the files now, and summary.csv (when it is this project's CSV) holds that row. Otherwise a warning says
-    why it is recomputed."""
+    """Whether a configuration has its results from the inputs on disk now: ``seedwise/<name>.csv`` exists,
+    ``results/<name>.csv`` is a CSV of one row whose ``config`` column is ``cfg.key()`` and whose input digests
+    (``INPUT_COLUMNS``) are those of the files now, and summary.csv (when it is this project's CSV) holds that
+    row. Otherwise a warning says why it is recomputed."""
     path = cfg.output_paths()["results"]
     if not path.is_file():
+        return False
+    seedwise = cfg.output_paths()["seedwise"]
+    if not seedwise.is_file():  # written with the result: missing after a deletion, or under a new --seedwise-dir
+        _logger.warning("%s has no per-seed rows beside it (%s is missing): it is recomputed", path, seedwise)
         return False
     rows = _rows(path)
     if len(rows) != 1 or rows[0].get("config") != cfg.key():

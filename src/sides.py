@@ -6,7 +6,6 @@ Two caption sides are paired by image id: when they hold different images both a
 ids they share, in ascending id order; files without sidecars pair by position and must have equal rows.
 """
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,6 +22,7 @@ from .files import (
     load_embeddings,
     make_hint,
     read_sidecar,
+    same_path,
     side_file,
     sidecar_path,
     tensor_digest,
@@ -97,15 +97,6 @@ def _id_key(i):
     return (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s)
 
 
-def _same_folder(x, y):
-    if os.path.normpath(x) == os.path.normpath(y):
-        return True
-    try:
-        return os.path.samefile(x, y)
-    except OSError:
-        return False
-
-
 def check_same_source(a: LoadedSide, b: LoadedSide):
     """Two sides paired by image id must come from the same images: a DataError naming both files when their
     sidecars name different image folders, different captions files (for one dataset name: a language or a
@@ -114,9 +105,9 @@ def check_same_source(a: LoadedSide, b: LoadedSide):
     if sa is None or sb is None:
         return
     differ = None
-    if sa.images and sb.images and not _same_folder(sa.images, sb.images):
+    if sa.images and sb.images and not same_path(sa.images, sb.images):
         differ = f"image folders ({sa.images} and {sb.images})"
-    elif a.dataset == b.dataset and sa.captions and sb.captions and not _same_folder(sa.captions, sb.captions):
+    elif a.dataset == b.dataset and sa.captions and sb.captions and not same_path(sa.captions, sb.captions):
         differ = f"captions files ({sa.captions} and {sb.captions})"
     elif sa.files and sb.files and sa.image_ids and sb.image_ids:
         fb = {str(i): f for i, f in zip(sb.image_ids, sb.files)}

@@ -264,6 +264,20 @@ def test_a_results_file_of_another_configuration_is_not_finished(workdir, capsys
     assert not finished(cfg)
 
 
+def test_a_result_without_its_seedwise_rows_is_not_finished(workdir, capsys):
+    """Issue 29's sweep: the per-seed CSV deleted, or a new --seedwise-dir: the resume recomputes."""
+    from src.experiment import finished
+    assert run.main(PAIRS + ["--launcher", "debug"]) == 0
+    cfg = configs_of(PAIRS)[0]
+    os.remove(cfg.output_paths()["seedwise"])
+    assert not finished(cfg)
+    capsys.readouterr()
+    assert run.main(PAIRS + ["--launcher", "debug"]) == 0
+    n = len(configs_of(PAIRS))
+    assert f"skipped {n - 1} of {n}" in capsys.readouterr().out and cfg.output_paths()["seedwise"].is_file()
+    assert all(finished(c) for c in configs_of(PAIRS))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # --jobs-dir and SLURM names checked before anything runs
 # ----------------------------------------------------------------------------------------------------------

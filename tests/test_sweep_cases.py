@@ -1,0 +1,114 @@
+"""Issue 29's last sweep: cases a new user met where a file was reused although it no longer was what the
+command would make (exit 0, old rows), each through the scripts' own entry points on tiny data. Nothing is
+downloaded: the text model is a tiny sentence-transformer loaded with --weights, the image model is pixels."""
+import json
+import shutil
+
+import pytest
+import torch
+
+import get_embeds
+import run
+import tiny_models as tm
+
+
+@pytest.fixture(scope="module")
+def tiny_st(tmp_path_factory):
+    return tm.sentence_transformer(tmp_path_factory.mktemp("st") / "st")
+
+
+@pytest.fixture
+def ds(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tm.tiny_dataset(tmp_path / "ds", n=6)
+
+
+def embed(model, images, captions, *extra, name="t"):
+    return get_embeds.main(["--m", model, "--d", name, "--images", str(images), "--captions", str(captions),
+                            "--device", "cpu", "-j", "0", "-b", "3", "-q", *map(str, extra)])
+
+
+def text(images, captions, st, *extra, name="t"):
+    return embed("minilm", images, captions, "--weights", st, *extra, name=name)
+
+
+def test_captions_edited_in_place_are_not_skipped(ds, tiny_st, capsys):
+    images, captions = ds
+    assert text(images, captions, tiny_st) == 0
+    before = torch.load("data/t_minilm_text.pt")
+    data = json.loads(captions.read_text())
+    data["annotations"][0]["caption"] = "an edited caption"
+    captions.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert text(images, captions, tiny_st) == 2
+    err = capsys.readouterr().err
+    assert "before an edit" in err and "--overwrite" in err and "Traceback" not in err
+    assert torch.equal(torch.load("data/t_minilm_text.pt"), before)
+    assert text(images, captions, tiny_st, "--overwrite") == 0
+    assert not torch.equal(torch.load("data/t_minilm_text.pt"), before)
+
+
+def test_another_captions_file_or_images_folder_is_not_skipped(ds, tiny_st, tmp_path, capsys):
+    images, captions = ds
+    assert text(images, captions, tiny_st) == 0 and embed("pixels", images, captions) == 0
+    other_cap = tmp_path / "other.json"
+    shutil.copy(captions, other_cap)  # same bytes, another file: what the sidecar names is compared
+    other_img = tmp_path / "other_images"
+    shutil.copytree(images, other_img)
+    capsys.readouterr()
+    assert text(images, other_cap, tiny_st) == 2
+    assert f"captions {captions.resolve()} (this command: {other_cap.resolve()})" in capsys.readouterr().err
+    assert embed("pixels", other_img, captions) == 2
+    assert f"images {images.resolve()} (this command: {other_img.resolve()})" in capsys.readouterr().err
+    assert text(images, captions, tiny_st) == 0 and embed("pixels", images, captions) == 0  # the same: skipped
+
+
+def test_relative_paths_from_two_folders_are_two_sources(tmp_path, tiny_st, monkeypatch, capsys):
+    """The same relative --images/--captions typed in two folders name two datasets: the sidecars record real
+    paths, so run.py refuses to pair the sides (it paired them by id before)."""
+    a_img, a_cap = tm.tiny_dataset(tmp_path / "A", n=6)
+    b_img, _ = tm.tiny_dataset(tmp_path / "B", n=6)
+    files = sorted(p.name for p in b_img.iterdir())
+    for x, y in zip(files, files[1:] + files[:1]):  # B: each photo under the next file name
+        shutil.copy(a_img / x, b_img / y)
+    shutil.copy(a_cap, tmp_path / "B" / "captions.json")
+    data = tmp_path / "data"
+    monkeypatch.chdir(tmp_path / "A")
+    assert text("images", "captions.json", tiny_st, "--data-dir", data) == 0
+    monkeypatch.chdir(tmp_path / "B")
+    assert embed("pixels", "images", "captions.json", "--data-dir", data) == 0
+    sidecar = json.loads((data / "t_pixels_img.json").read_text())
+    assert sidecar["images"] == str(b_img.resolve())
+    capsys.readouterr()
+    rc = run.main(["--m", "linear", "--b", "2", "--q", "3", "--seeds", "0", "--vid_model", "pixels", "--text_model",
+                   "minilm", "--base_data", "t", "--query_data", "t", "--data-dir", str(data), "--results-dir",
+                   str(tmp_path / "r"), "--seedwise-dir", str(tmp_path / "s"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "different image folders" in err and str(a_img.resolve()) in err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").glob("*.csv"))
+
+
+def test_class_names_changed_are_not_skipped(tmp_path, tiny_st, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "root"
+    img, _ = tm.tiny_dataset(tmp_path / "src", n=4)
+    photos = sorted(img.iterdir())
+    for k, folder in enumerate(["ant", "beaver"]):
+        (root / folder).mkdir(parents=True)
+        for p in photos[2 * k:2 * k + 2]:
+            shutil.copy(p, root / folder / p.name)
+    names = tmp_path / "classes.json"
+    names.write_text(json.dumps({"ant": "ant", "beaver": "beaver"}))
+    argv = ["--m", "minilm", "--weights", str(tiny_st), "--d", "cls", "--images", str(root), "--device", "cpu",
+            "-j", "0", "-q"]
+    assert get_embeds.main(argv + ["--classes", str(names)]) == 0
+    before = torch.load("data/cls_minilm_text.pt")
+    names.write_text(json.dumps({"ant": "beaver", "beaver": "ant"}))
+    capsys.readouterr()
+    assert get_embeds.main(argv + ["--classes", str(names)]) == 1
+    err = capsys.readouterr().err
+    assert "other class names" in err and "folder ant: 'ant' there, 'beaver' now" in err
+    assert torch.equal(torch.load("data/cls_minilm_text.pt"), before)
+    names.write_text(json.dumps({"ant": "ant", "beaver": "beaver"}))
+    assert get_embeds.main(argv + ["--classes", str(names)]) == 0  # the same names again: skipped
+    assert get_embeds.main(argv) == 0  # without --classes: folder names, here the same
