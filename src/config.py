@@ -110,14 +110,18 @@ class Config:
         what it uses: its side, its data, its seeds."""
         if self.one_sided:
             ident = {"task": self.task, "target": self.target.text, "base_data": self.base_data,
-                     "seeds": list(self.seeds)}
+                     "seeds": sorted(self.seeds)}
             if os.path.realpath(self.data_dir) != os.path.realpath("data"):
                 ident["data_dir"] = os.path.realpath(self.data_dir)
             return ident
         ident = {k: v for k, v in asdict(self).items() if k in (
             "method", "base_samples", "query_samples", "clustering_mode", "base_data", "query_data", "stretch",
             "seeds", "base_seed")}
-        ident["seeds"] = list(self.seeds)
+        ident["seeds"] = sorted(self.seeds)  # the same seeds in another order give the same rows
+        defaults = Config(self.method, self.source, self.target)
+        for flag in TASK_FLAGS:  # a flag the task does not use changes nothing: hashed at its default
+            if flag not in TASKS[self.task].uses:
+                ident[flag] = getattr(defaults, flag)
         if self.paper_style:
             text, img = (self.target, self.source) if self.vtl else (self.source, self.target)
             ident.update(vid_model=img.model, text_model=text.model, vtl=self.vtl)

@@ -297,11 +297,11 @@ def finished(cfg):
         return False
     seedwise = cfg.output_paths()["seedwise"]
     if not seedwise.is_file():  # written with the result: missing after a deletion, or under a new --seedwise-dir
-        _logger.warning("%s has no per-seed rows beside it (%s is missing): it is recomputed", path, seedwise)
+        _logger.warning("%s has no per-seed rows beside it (%s is missing): it is not reused", path, seedwise)
         return False
     rows = _rows(path)
     if len(rows) != 1 or rows[0].get("config") != cfg.key():
-        _logger.warning("%s is not the result of configuration %s (config column %r): it is recomputed", path,
+        _logger.warning("%s is not the result of configuration %s (config column %r): it is not reused", path,
                         cfg.key(), rows[0].get("config") if len(rows) == 1 else None)
         return False
     now = input_digests(cfg)
@@ -311,7 +311,7 @@ def finished(cfg):
                if not any(recorded.values()) else
                "its inputs changed since (" + ", ".join(k.split("_")[0] for k in now if recorded[k] != now[k])
                + " side re-extracted, edited or re-clustered)")
-        _logger.warning("%s: %s: it is recomputed", path, why)
+        _logger.warning("%s: %s: it is not reused", path, why)
         return False
     summary = cfg.output_paths()["summary"]
     try:
@@ -323,5 +323,5 @@ def finished(cfg):
         cols = [header.index(c) for c in want if c in header]
         if any(all(r[i] == want[header[i]] for i in cols) for r in body):
             return True
-    _logger.warning("%s has no row of %s (a run cut before its summary row): it is recomputed", summary, path.name)
+    _logger.warning("%s has no row of %s (a run cut before its summary row): it is not reused", summary, path.name)
     return False

@@ -112,3 +112,29 @@ def test_class_names_changed_are_not_skipped(tmp_path, tiny_st, monkeypatch, cap
     names.write_text(json.dumps({"ant": "ant", "beaver": "beaver"}))
     assert get_embeds.main(argv + ["--classes", str(names)]) == 0  # the same names again: skipped
     assert get_embeds.main(argv) == 0  # without --classes: folder names, here the same
+
+
+def _key(*flags):
+    args = run.build_parser().parse_args(["--m", "linear", "--b", "5", "--vid_model", "v", "--text_model", "t",
+                                          "--base_data", "d", "--query_data", "d", *flags])
+    (cfg,) = run.configs_from_args(args)
+    return cfg.key()
+
+
+@pytest.mark.parametrize("task", ["classes", "blind"])
+def test_flags_a_task_does_not_use_leave_its_key(task):
+    """--q / --base-seed accepted and not used by a task gave the same numbers under three keys (three rows
+    of table.csv); the seeds' order gave two."""
+    b = ["--b", "0"] if task == "blind" else []
+    plain = _key("--task", task, *b)
+    unused = [f for f, v in (("--q", "3"), ("--base-seed", "4"))
+              if (f == "--q") != (task == "blind")]  # blind draws --q items: --q is its own
+    for flag in unused:
+        assert _key("--task", task, *b, flag, {"--q": "3", "--base-seed": "4"}[flag]) == plain
+    assert _key("--task", task, *b, "--seeds", "2", "0", "1") == _key("--task", task, *b, "--seeds", "0", "1", "2")
+
+
+def test_flags_the_captions_task_uses_change_its_key():
+    plain = _key()
+    assert _key("--q", "3") != plain and _key("--base-seed", "4") != plain
+    assert _key("--seeds", "1", "0") == _key("--seeds", "0", "1")
