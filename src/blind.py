@@ -17,8 +17,9 @@ Solvers (one class each, options as constructor arguments, ``solve(X, Y) -> Solu
 
 - ``FAQSolver``: seeded-FAQ restarts with no anchors (``src/faq.py``), the peers' baseline;
 - ``BlindSolver``: a portfolio of starts (sorted kernel profiles matched by the assignment, spectral Procrustes
-  with sign flips, FAQ), each improved by a best-improvement 2-swap local search, then a tabu search from the
-  best ones within an iteration budget and a time limit; the best objective wins;
+  with sign flips, FAQ, Gromov-Wasserstein from N = 150), each improved by a best-improvement 2-swap local
+  search, then a tabu search from the best ones within a step budget (an optional time limit); the best
+  objective wins;
 - ``GWSolver``: entropic Gromov-Wasserstein (POT) with the log-domain Sinkhorn, rounded by the assignment;
 - ``ExactSolver``: every permutation (N <= MAX_EXACT): the certified optimum;
 - ``RosettaSolver``: for large N, k-means centres of each side matched blind (``BlindSolver``), then
