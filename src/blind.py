@@ -17,8 +17,9 @@ Solvers (one class each, options as constructor arguments, ``solve(X, Y) -> Solu
 
 - ``FAQSolver``: seeded-FAQ restarts with no anchors (``src/faq.py``), the peers' baseline;
 - ``BlindSolver``: a portfolio of starts (sorted kernel profiles matched by the assignment, spectral Procrustes
-  with sign flips, FAQ), each improved by a best-improvement 2-swap local search, then a tabu search from the
-  best ones within an iteration budget and a time limit; the best objective wins;
+  with sign flips, FAQ, Gromov-Wasserstein from N = 150), each improved by a best-improvement 2-swap local
+  search, then a tabu search from the best ones within a step budget (an optional time limit); the best
+  objective wins;
 - ``GWSolver``: entropic Gromov-Wasserstein (POT) with the log-domain Sinkhorn, rounded by the assignment;
 - ``ExactSolver``: every permutation (N <= MAX_EXACT): the certified optimum;
 - ``RosettaSolver``: for large N, k-means centres of each side matched blind (``BlindSolver``), then
@@ -145,15 +146,50 @@ class SwapSearch:
         np.fill_diagonal(G, 0)
         return G
 
-    def swap(self, i, j, gain=None):
+    def gain_rows(self, rows):
+        """The rows ``rows`` of ``gains()`` (len(rows) x N), from C in O(N) each."""
+        A, Bp, C, dA = self.A[rows], self.Bp[rows], self.C, self.dA
+        dC = np.diagonal(C)
+        dCr = dC[rows][:, None]
+        G = C[rows] + C[:, rows].T
+        G -= dCr
+        G -= dC[None, :]
+        if self.zero:
+            G += 2 * A * Bp
+            G *= 2
+        else:
+            dB = np.diagonal(self.Bp)
+            dAr, dBr = dA[rows][:, None], dB[rows][:, None]
+            G -= (dAr - A) * (Bp - dBr)
+            G -= (A - dA[None, :]) * (dB[None, :] - Bp)
+            G *= 2
+            G += (dAr - dA[None, :]) * (dB[None, :] - dBr)
+        G[np.arange(len(rows)), rows] = 0
+        return G
+
+    def swap(self, i, j, gain=None, G=None):
+        """Swap positions i and j; with ``G`` (the gains before the swap), update it in place to the gains after.
+
+        For u, v not in {i, j} only the C terms of a gain move: C changes by the outer product of
+        x = A_i - A_j and y = Bp_j - Bp_i, so the gain changes by -2 (x_u - x_v)(y_u - y_v); the rows and
+        columns i and j are computed afresh (``gain_rows``)."""
         A, Bp = self.A, self.Bp
         row_diff = Bp[j] - Bp[i]
+        col_diff = A[:, i] - A[:, j]
         self.p[[i, j]] = self.p[[j, i]]
         Bp[[i, j]] = Bp[[j, i]]
         Bp[:, [i, j]] = Bp[:, [j, i]]
-        self.C += np.outer(A[:, i] - A[:, j], row_diff)
+        self.C += np.outer(col_diff, row_diff)
         self.C[:, [i, j]] = A @ Bp[:, [i, j]]
         self.f = self.exact() if gain is None else self.f + float(gain)
+        if G is not None:
+            dx = np.subtract.outer(col_diff, col_diff)
+            dx *= np.subtract.outer(row_diff, row_diff)
+            dx *= 2
+            G -= dx
+            rows = self.gain_rows(np.array([i, j]))
+            G[[i, j]] = rows
+            G[:, [i, j]] = rows.T
 
     def tol(self):
         return 1e-12 * max(1.0, abs(self.f))
@@ -175,32 +211,46 @@ class SwapSearch:
     def restore(self, snap):
         self.p, self.Bp, self.C, self.f = snap[0].copy(), snap[1].copy(), snap[2].copy(), snap[3]
 
-    def tabu(self, iterations, rng, deadline=None, tenure=None):
+    def tabu(self, iterations, rng, deadline=None, tenure=None, refresh=None):
         """Robust tabu search (Taillard 1991) over 2-swaps: each step takes the best swap that does not put
         both items back where they were within the last ``tenure`` (+ a random extra) steps, unless it beats
         the best objective seen (aspiration). Ends at the best permutation seen, then descends from it.
-        Returns steps run."""
+        The gains are updated by each swap (``swap(..., G)``) and summed afresh every ``refresh`` steps
+        (default N) so that rounding cannot build up. Returns steps run."""
         n = len(self.p)
         if n < 3:
             return 0
         tenure = tenure or max(4, n // 4)
-        until = np.zeros((n, n), dtype=np.int64)          # position, item -> step until which it is tabu
+        refresh = refresh or n
+        # held_until[i, k]: the step until which the item now at position k is tabu at position i (the columns
+        # move with the items, so no gather by p is needed each step)
+        held_until = np.zeros((n, n), dtype=np.int64)
         best = self.snapshot()
+        G = self.gains()
         step = 0
         for step in range(1, iterations + 1):
             if deadline is not None and step % 16 == 0 and time.perf_counter() > deadline:
                 break
-            G = self.gains()
-            p = self.p
-            held = until[:, p] > step        # [i, j]: item p_j at position i is tabu
-            allowed = ~(held & held.T)
-            allowed |= G > best[3] - self.f + self.tol()
-            np.fill_diagonal(allowed, False)
-            k = int(np.argmax(np.where(allowed, G, -np.inf)))
+            if step % refresh == 0:
+                G = self.gains()
+            k = int(np.argmax(G))
+            # aspiration: when the best swap beats the best objective seen it is taken, tabu or not (and then
+            # it is also the best allowed one); otherwise the best swap that is not tabu
+            if G.flat[k] <= best[3] - self.f + self.tol():
+                held = held_until > step
+                held &= held.T
+                np.fill_diagonal(held, True)
+                masked = np.where(held, -np.inf, G)
+                k = int(np.argmax(masked))
+                if masked.flat[k] == -np.inf:   # every swap tabu: take the best one
+                    masked = G.copy()
+                    np.fill_diagonal(masked, -np.inf)
+                    k = int(np.argmax(masked))
             i, j = divmod(k, n)
-            until[i, p[i]] = step + tenure + rng.integers(0, tenure + 1)
-            until[j, p[j]] = step + tenure + rng.integers(0, tenure + 1)
-            self.swap(i, j, G[i, j])
+            held_until[i, i] = step + tenure + rng.integers(0, tenure + 1)
+            held_until[j, j] = step + tenure + rng.integers(0, tenure + 1)
+            held_until[:, [i, j]] = held_until[:, [j, i]]
+            self.swap(i, j, G[i, j], G)
             if self.f > best[3] + self.tol():
                 best = self.snapshot()
         self.restore(best)
@@ -271,7 +321,26 @@ def faq_start(A, B, restarts, seed):
     return np.asarray(res.col_ind, dtype=np.int64)
 
 
-STARTS = ("profile", "procrustes", "faq", "random")
+def gw_start(A, B):
+    """Entropic Gromov-Wasserstein's coupling (``GWSolver``) rounded by the assignment: a start from a smooth
+    relaxation, which lands near the truth where the sorted profiles and spectral starts do not (N >= 150)."""
+    return GWSolver().solve_kernels(A, B).perm
+
+
+STARTS = ("profile", "procrustes", "faq", "gw", "random")
+AUTO_STARTS = ("profile", "procrustes", "faq")
+GW_FROM = 150     # "auto" adds the gw start from this many items on (it costs 1-3 s at N = 100-200, one thread)
+
+
+def default_iterations(n):
+    """The default tabu budget of n items: 40 n steps up to n = 100, then 40 n (n / 100): the steps a swap
+    needs to travel grow with n, and the truth's objective was not reached at n = 200 with 40 n."""
+    return round(40 * n * max(1.0, n / 100))
+
+
+def auto_starts(n):
+    """The default portfolio of n items: ``AUTO_STARTS``, plus ``gw`` from ``GW_FROM`` items on."""
+    return AUTO_STARTS + (("gw",) if n >= GW_FROM else ())
 
 
 def _deadline(seconds):
@@ -313,27 +382,37 @@ class FAQSolver(Solver):
 class BlindSolver(Solver):
     """Portfolio of starts, 2-swap descent from each, then tabu search from the best ``keep`` of them.
 
-    iterations: tabu steps in all (None: 40 N), split evenly over the ``keep`` best starts, the best start
-    taking what is left; seconds: a wall-clock limit on the whole solve (None: none) that ends the tabu search
-    early (on a loaded machine; the result is then not reproducible, and ``info["stopped"]`` says so)."""
+    starts: the kinds of ``STARTS`` to try (None: ``auto_starts(N)``);
+    iterations: tabu steps in all (None: ``default_iterations(N)``), half split evenly over the ``keep`` best
+    starts, the best of them then taking what is left;
+    tenure: the tabu tenure as a multiple of N (Taillard's robust tabu search draws it from [0.9 N, 1.1 N];
+    here each entry lasts tenure N steps plus up to as many again, drawn: a long memory, since short ones
+    (N / 4) cycled among a few local optima of these kernels);
+    seconds: a wall-clock limit on the whole solve (None, the default: none, so that the step budget ends the
+    search and the result does not depend on the machine; ``info["stopped"]`` says when the limit ended it).
+    """
 
-    def __init__(self, kernel="linear", starts=("profile", "procrustes", "faq"), keep=3, iterations=None,
-                 seconds=None, faq_restarts=8, seed=0):
-        unknown = set(starts) - set(STARTS)
+    def __init__(self, kernel="linear", starts=None, keep=3, iterations=None, tenure=2.0, seconds=None,
+                 faq_restarts=8, seed=0):
+        unknown = set(starts or ()) - set(STARTS)
         if unknown:
             raise ValueError(f"unknown starts {sorted(unknown)}; use some of {STARTS}")
-        self.kernel, self.starts, self.keep = kernel, tuple(starts), keep
+        if not tenure > 0:
+            raise ValueError(f"tenure {tenure}: must be positive")
+        self.kernel, self.starts, self.keep, self.tenure = kernel, tuple(starts) if starts else None, keep, tenure
         self.iterations, self.seconds, self.faq_restarts, self.seed = iterations, seconds, faq_restarts, seed
 
     def candidates(self, A, B, rng):
         out = []
-        for kind in self.starts:
+        for kind in self.starts or auto_starts(len(A)):
             if kind == "profile":
                 out.append(("profile", profile_start(A, B)))
             elif kind == "procrustes":
                 out += [("procrustes", p) for p in procrustes_starts(A, B)]
             elif kind == "faq":
                 out.append(("faq", faq_start(A, B, self.faq_restarts, self.seed)))
+            elif kind == "gw":
+                out.append(("gw", gw_start(A, B)))
             else:
                 out.append(("random", rng.permutation(len(A))))
         return out
@@ -357,18 +436,19 @@ class BlindSolver(Solver):
             if p.tobytes() not in seen:
                 seen.add(p.tobytes())
                 unique.append((f, kind, p))
-        budget = 40 * n if self.iterations is None else self.iterations
+        budget = default_iterations(n) if self.iterations is None else self.iterations
         keep = unique[:max(1, self.keep)]
         share = budget // (2 * len(keep)) if len(keep) > 1 else budget
         results, steps = [], 0
+        tenure = max(4, round(self.tenure * n))
         for _, kind, p in keep:
             s = SwapSearch(A, B, p)
-            steps += s.tabu(share, rng, deadline)
+            steps += s.tabu(share, rng, deadline, tenure)
             results.append((s.f, kind, s.p.copy(), s))
         results.sort(key=lambda t: -t[0])
         f, kind, p, s = results[0]
         if budget - steps > 0:
-            steps += s.tabu(budget - steps, rng, deadline)
+            steps += s.tabu(budget - steps, rng, deadline, tenure)
         stopped = deadline is not None and time.perf_counter() > deadline
         p = s.p.copy()
         return Solution(p, objective(A, B, p), {"start": kind, "steps": steps, "stopped": stopped,

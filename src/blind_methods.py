@@ -24,14 +24,8 @@ def kernel_option():
 
 
 def seconds_option():
-    return option(0.0, "--blind-seconds", "blind, rosetta: wall-clock limit of a seed's search "
-                  "(0: 4 s up to N = 100, 25 s up to 200, then N / 8)", least=0)
-
-
-def auto_seconds(n):
-    """The default wall-clock limit of a blind solve of n items: 4 s up to 100 items, 25 s up to 200, then
-    n / 8 s (the tabu budget of 40 n steps ends first on an idle machine; the limit holds the time under load)."""
-    return 4.0 if n <= 100 else 25.0 if n <= 200 else n / 8
+    return option(0.0, "--blind-seconds", "blind, rosetta: wall-clock limit of a seed's search (0: none, the step "
+                  "budget ends it and the result does not depend on the machine's load)", least=0)
 
 
 class BlindMethod(Method):
@@ -65,33 +59,41 @@ class BlindMethod(Method):
 
 @dataclass(frozen=True)
 class BlindSearch(BlindMethod):
-    description = ("blind matching, no anchors: starts (sorted profiles, spectral Procrustes, FAQ), 2-swap descent, "
-                   "tabu search under a time limit")
+    description = ("blind matching, no anchors: starts (sorted profiles, spectral Procrustes, FAQ, GW), 2-swap "
+                   "descent, tabu search under a step budget")
     name = "blind"
     kernel: str = kernel_option()
-    blind_starts: str = option("profile,procrustes,faq", "--blind-starts",
-                               f"blind: comma-separated starts, of {', '.join(blind.STARTS)}")
+    blind_starts: str = option("auto", "--blind-starts",
+                               f"blind: comma-separated starts, of {', '.join(blind.STARTS)} (auto: "
+                               f"{','.join(blind.AUTO_STARTS)}, and gw from N = {blind.GW_FROM})")
     blind_keep: int = option(3, "--blind-keep", "blind: tabu search from this many of the best starts", least=1)
-    blind_iterations: int = option(0, "--blind-iterations", "blind: tabu steps in all (0: 40 N)", least=0)
+    blind_iterations: int = option(0, "--blind-iterations", "blind: tabu steps in all (0: 40 N up to N = 100, "
+                                   "then 40 N (N / 100))", least=0)
+    blind_tenure: float = option(2.0, "--blind-tenure", "blind: tabu tenure, a multiple of N (each entry lasts "
+                                 "tenure N steps plus up to as many again)")
     blind_seconds: float = seconds_option()
     cost_flags = ("--blind-iterations", "--blind-seconds")
 
-    def validate(self):
-        starts = [s for s in self.blind_starts.split(",") if s]
-        bad = [s for s in starts if s not in blind.STARTS]
-        if bad or not starts:
-            raise UsageError(f"--blind-starts {self.blind_starts}: give comma-separated starts of "
-                             f"{', '.join(blind.STARTS)}")
+    def starts(self):
+        return None if self.blind_starts == "auto" else [s for s in self.blind_starts.split(",") if s]
 
-    def seconds(self, n):
-        return self.blind_seconds or auto_seconds(n)
+    def validate(self):
+        starts = self.starts()
+        if starts is not None and (not starts or any(s not in blind.STARTS for s in starts)):
+            raise UsageError(f"--blind-starts {self.blind_starts}: give auto or comma-separated starts of "
+                             f"{', '.join(blind.STARTS)}")
+        if not self.blind_tenure > 0:
+            raise UsageError(f"--blind-tenure {self.blind_tenure}: must be positive (a multiple of N, e.g. 2)")
 
     def estimate_seconds(self, n_anchors, n_queries, device="cpu"):
-        return self.seconds(n_queries)
+        # about 1 ms a tabu step at N = 200 on one loaded core, scaling with N^2 (plus the starts)
+        steps = self.blind_iterations or blind.default_iterations(n_queries)
+        return self.blind_seconds or 1e-3 * steps * (n_queries / 200) ** 2 + 1
 
     def solver(self, n, seed):
-        return blind.BlindSolver(self.kernel, starts=self.blind_starts.split(","), keep=self.blind_keep,
-                                 iterations=self.blind_iterations or None, seconds=self.seconds(n), seed=seed)
+        return blind.BlindSolver(self.kernel, starts=self.starts(), keep=self.blind_keep,
+                                 iterations=self.blind_iterations or None, tenure=self.blind_tenure,
+                                 seconds=self.blind_seconds or None, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ class Rosetta(BlindMethod):
     def solver(self, n, seed):
         k = min(self.rosetta_centres, n)
         return blind.RosettaSolver(self.kernel, centres=k, dim=self.rosetta_dim,
-                                   seconds=self.blind_seconds or auto_seconds(k), seed=seed)
+                                   seconds=self.blind_seconds or None, seed=seed)
 
 
 BLIND_METHODS = {"blind": BlindSearch, "gw": GW, "exact": Exact, "rosetta": Rosetta}

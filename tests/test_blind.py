@@ -88,6 +88,26 @@ def test_swap_gains_equal_the_change_of_the_objective(diagonal):
         s.swap(*rng.choice(n, 2, replace=False))
 
 
+@pytest.mark.parametrize("diagonal", ["general", "constant"])
+def test_gains_updated_by_each_swap_equal_the_change_of_the_objective(diagonal):
+    """The tabu search's path: ``swap(i, j, gain, G)`` updates G in place (rank-one term + two fresh rows)."""
+    rng = np.random.default_rng(11)
+    n = 9
+    A, B = sym(rng, n), sym(rng, n)
+    if diagonal == "constant":
+        np.fill_diagonal(A, 1.0)
+    s = blind.SwapSearch(A, B, rng.permutation(n))
+    G = s.gains()
+    for _ in range(6):
+        i, j = rng.choice(n, 2, replace=False)
+        s.swap(i, j, G[i, j], G)
+        f = plain_objective(A, B, s.p)
+        assert s.f == pytest.approx(f)
+        for u, v in itertools.combinations(range(n), 2):
+            assert G[u, v] == pytest.approx(plain_objective(A, B, swapped(s.p, u, v)) - f, abs=1e-9)
+            assert G[v, u] == pytest.approx(G[u, v], abs=1e-9)
+
+
 def test_local_search_ends_2_swap_optimal():
     rng = np.random.default_rng(2)
     for _ in range(3):
@@ -119,6 +139,16 @@ def test_result_moves_with_shuffled_and_rotated_target_rows():
         p1, p2 = solver.solve(X, Y).perm, solver.solve(X, Y2).perm
         np.testing.assert_array_equal(inv[p1], p2, err_msg=type(solver).__name__)
         assert np.mean(p1 == np.arange(30)) == 1.0, type(solver).__name__
+
+
+def test_each_start_alone_recovers_a_planted_pair_and_auto_adds_gw_for_large_n():
+    X, Y = noisy_pair(n=30, noise=0.05, seed=8)
+    for start in ("profile", "procrustes", "gw"):     # (FAQ alone lands elsewhere on this pair)
+        sol = blind.BlindSolver(starts=(start,), iterations=60).solve(X, Y)
+        assert (sol.perm == np.arange(30)).all(), start
+    assert "gw" not in blind.auto_starts(blind.GW_FROM - 1) and "gw" in blind.auto_starts(blind.GW_FROM)
+    with pytest.raises(ValueError, match="tenure"):
+        blind.BlindSolver(tenure=0)
 
 
 def test_gw_on_standardised_kernels_is_finite_and_recovers_a_planted_pair():
@@ -180,6 +210,9 @@ def test_planted_isomorphic_pair_is_recovered_at_200(blind_dir):
     (["--q", "10", "--m", "linear"], 2, "needs anchors"),
     (["--q", "10", "--m", "exact", "--kernel", "linear"], 0, None),
     (["--q", "20", "--m", "exact"], 2, "at most"),
+    (["--q", "10", "--m", "blind", "--blind-tenure", "0"], 2, "--blind-tenure 0"),
+    (["--q", "10", "--m", "blind", "--blind-starts", "gw,bogus"], 2, "--blind-starts gw,bogus"),
+    (["--q", "10", "--m", "blind", "--blind-starts", "gw,random", "--blind-tenure", "0.5"], 0, None),
 ])
 def test_bad_input_one_message_nothing_written(blind_dir, capsys, argv, code, needle):
     if code == 0:   # a valid small exact run, to show the refusals are about the values
