@@ -195,8 +195,11 @@ def qap_step_costs(m, device="cpu", batch=8):
     B22 = torch.rand(m0, m0, generator=g).to(device)
     U @ B22
     product = min(_elapsed(lambda: U @ B22, device) for _ in range(3)) / batch
-    V = torch.empty_like(U)
-    elementwise = min(_elapsed(lambda: torch.mul(U, 0.5, out=V), device) for _ in range(3)) / batch
+    # one elementwise pass, on matrices too large for the caches (as faq's are from Q = 1,000 on), per m0^2
+    E = torch.rand(batch, 1024, 1024, generator=g).to(device)
+    F = torch.empty_like(E)
+    elementwise = min(_elapsed(lambda: torch.mul(E, 0.5, out=F), device) for _ in range(3)) / batch
+    elementwise *= (m0 / 1024) ** 2
     # the assignment: a batch of dense m0 x m0 matrices in faq's thread pool
     M = torch.rand(batch, m0, m0, generator=g, dtype=torch.float64)
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
