@@ -254,8 +254,9 @@ def _symmetric_steps(A22, B22, K, P0, maxiter, tol, pool, timers):
         b = <K + 2 A22 Q B22, R> = <K, P> - <K, Q> + 2 <M, Q> - 2 T
     (<A22 Q B22, P> = <Q, M> by symmetry), and ||R||^2 = ||P||^2 - 2 <P, Q> + m. <., Q> reads m entries; T
     one row gather of B22 against A22 Q, which the update of U = A22 P needs anyway. The sums run in float64
-    (``_dot``: a is a difference of such sums). Only P, U and the gradient's M live across the batch: about a third of
-    the general branch's memory, and about a quarter of its passes.
+    (``_dot``: a is a difference of such sums). Only P, U and the gradient's M live across the batch (and
+    two m x m gathers a restart for the step): about half the general branch's b x m x m matrices, and about
+    a quarter of its passes over them. The updates of P and U are the general branch's to the bit.
     """
     b, m = P0.shape[0], P0.shape[1]
     dev = A22.device
