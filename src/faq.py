@@ -154,6 +154,17 @@ def faq_batch(A, B, n_seeds, P0, maxiter=30, tol=1e-5, pool=None, timers=None):
     pool = pool or ThreadPoolExecutor(os.cpu_count() or 1)
 
     dev = A.device
+    if sym:
+        try:
+            n_iter, P = _symmetric_steps(A22, B22, const_sum, P0, maxiter, tol, pool, timers)
+            with timed(timers, "assignment", dev):
+                cols = _lap_batch(P, True, pool)
+        finally:
+            if own_pool:
+                pool.shutdown()
+        if timers is not None:
+            timers["iterations"] = timers.get("iterations", 0) + int(n_iter.sum())
+        return cols, objective_batch(A, B, n_seeds, cols), n_iter
     with timed(timers, "products", dev):
         P = P0.clone()
         U = A22 @ P                                  # A22 P
@@ -220,6 +231,86 @@ def faq_batch(A, B, n_seeds, P0, maxiter=30, tol=1e-5, pool=None, timers=None):
     if timers is not None:
         timers["iterations"] = timers.get("iterations", 0) + int(n_iter.sum())
     return cols, objective_batch(A, B, n_seeds, cols), n_iter
+
+
+def _dot(X, Y):
+    """<X_b, Y_b> for each matrix of a batch, in float64: float32 sums of rows (one pass, no temporary),
+    then the rows' sums in float64 (one float32 sum of all m^2 products loses about 3 digits)."""
+    return torch.einsum("bij,bij->bi", X, Y).to(torch.float64).sum(dim=-1)
+
+
+def _at(X, cols):
+    """<X_b, Q_b> = sum_i X_b[i, cols_b[i]], in float64."""
+    return X.gather(-1, cols[..., None])[..., 0].to(torch.float64).sum(dim=-1)
+
+
+def _symmetric_steps(A22, B22, K, P0, maxiter, tol, pool, timers):
+    """faq_batch's iterations when A and B are symmetric: (iterations (b,), final P (b x m x m)).
+
+    Same steps as the general branch (scipy's gradient, line search and stopping rule), with fewer passes
+    over the b x m x m batch, since for symmetric A22, B22 every term of the line search is an inner product
+    with M = A22 P B22, which the gradient (K + 2 M) computes anyway. Along P(alpha) = Q + alpha R, R = P - Q:
+        a = <A22 R B22, R> = <M, P> - 2 <M, Q> + T,       T = tr(A22 Q B22 Q^T) = <A22 Q, Q B22>
+        b = <K + 2 A22 Q B22, R> = <K, P> - <K, Q> + 2 <M, Q> - 2 T
+    (<A22 Q B22, P> = <Q, M> by symmetry), and ||R||^2 = ||P||^2 - 2 <P, Q> + m. <., Q> reads m entries; T
+    one row gather of B22 against A22 Q, which the update of U = A22 P needs anyway. The sums run in float64
+    (``_dot``: a is a difference of such sums). Only P, U and the gradient's M live across the batch (and
+    two m x m gathers a restart for the step): about half the general branch's b x m x m matrices, and about
+    a quarter of its passes over them. The updates of P and U are the general branch's to the bit.
+    """
+    b, m = P0.shape[0], P0.shape[1]
+    dev = A22.device
+    f64 = torch.float64
+    with timed(timers, "products", dev):
+        P = P0.clone()
+        U = A22 @ P                                  # A22 P
+    active = torch.ones(b, dtype=torch.bool, device=dev)
+    warm = [None] * b          # each restart's last assignment and potentials (``_lap_batch``)
+    n_iter = torch.zeros(b, dtype=torch.int64)
+    rows = torch.arange(m, device=dev)
+    for it in range(1, maxiter + 1):
+        idx = torch.nonzero(active).flatten()
+        if idx.numel() == 0:
+            break
+        n_iter[idx.cpu()] = it
+        every = idx.numel() == b
+        with timed(timers, "products", dev):
+            Ui, Pi = (U, P) if every else (U[idx], P[idx])
+            M = (2 * Ui) @ B22                           # 2 A22 P B22, as the general branch computes it
+            grad = K + M
+        with timed(timers, "assignment", dev):
+            slots = [warm[i] for i in idx.tolist()]
+            cols = _lap_batch(grad, True, pool, slots)            # Q = eye[cols]
+            for i, slot in zip(idx.tolist(), slots, strict=True):
+                warm[i] = slot
+        del grad
+        with timed(timers, "products", dev):
+            inv = torch.argsort(cols, dim=1)                      # Q^T = eye[inv]
+            k = idx.numel()
+            MP, KP, PP = _dot(M, Pi) / 2, _dot(K.expand(k, m, m), Pi), _dot(Pi, Pi)   # <M, P>, <K, P>, ||P||^2
+            MQ, KQ, PQ = _at(M, cols) / 2, _at(K.expand(k, m, m), cols), _at(Pi, cols)  # <., Q>
+            del M
+            AQ = _gather_cols(A22, inv)                           # A22 Q
+            T = _dot(AQ, _gather_rows(B22, cols))
+            a = MP - 2 * MQ + T
+            bb = KP - KQ + 2 * MQ - 2 * T
+            # maximise: interior critical point when a < 0, else the better end point (scipy's rule)
+            crit = -bb / (2 * a)
+            interior = (a < 0) & (crit >= 0) & (crit <= 1)
+            end = ((bb + a) > 0).to(f64)  # argmin([0, -(b + a)]) is 1 when b + a > 0
+            alpha = torch.where(interior, crit, end)
+            al = alpha.to(P.dtype)[:, None, None]
+            Pi.mul_(al)
+            Pi[torch.arange(k, device=dev)[:, None], rows[None, :], cols] += (1 - al)[:, :, 0]
+            Ui.mul_(al)
+            Ui.add_(AQ.mul_(1 - al))
+            if not every:
+                P[idx], U[idx] = Pi, Ui
+            del AQ
+            norm = (PP - 2 * PQ + m).clamp(min=0).sqrt()
+            step = (1 - alpha) * norm / np.sqrt(m)
+            active[idx[step < tol]] = False
+    return n_iter, P
 
 
 def objective_batch(A, B, n_seeds, cols):

@@ -147,11 +147,13 @@ def graph_matching(source_base, target_base, source_query, target_query, device=
 
 
 # estimate_qap_seconds' model of one restart: ITERATIONS Frank-Wolfe steps (2 to 3 per restart measured on
-# the bundled data and on synthetic kernels at Q = 250 to 2,000), each one m^3 product, one m x m assignment
-# and a fixed overhead. The assignment is LAPJV's (cubic in m at worst) up to assignment.SPARSE_FROM, then the
-# sparse solver's, whose dense passes over the m x m gradient grow as m^2 (SPARSE_EXPONENT);
+# the bundled data and on synthetic kernels at Q = 250 to 2,000), each one m^3 product, PASSES elementwise
+# passes over an m x m matrix (faq's line search and updates, and the gradient's copy for the assignment:
+# they cost more than the product below Q = 2,000), one m x m assignment and a fixed overhead. The
+# assignment is scipy's (cubic in m at worst) up to assignment.SPARSE_FROM, then the sparse
+# solver's, whose dense passes over the m x m gradient grow as m^2 (SPARSE_EXPONENT);
 # benchmarks/bench_scale.py prints the estimates next to measured times.
-ITERATIONS, CALIBRATION_SIZE, SPARSE_EXPONENT = 3, 512, 2
+ITERATIONS, CALIBRATION_SIZE, SPARSE_EXPONENT, PASSES = 3, 512, 2, 16
 
 
 def expected_restarts(restarts, patience, batch=8):
@@ -174,7 +176,8 @@ def _elapsed(f, device):
 @functools.lru_cache(maxsize=16)
 def qap_step_costs(m, device="cpu", batch=8):
     """Timed on ``device`` (once per process and size): (seconds of one restart-iteration's fixed overhead,
-    seconds of one restart-iteration's m0^3 product, seconds of one m0 x m0 assignment per restart, m0),
+    seconds of one restart-iteration's m0^3 product, seconds of one elementwise pass over m0 x m0, seconds of
+    one m0 x m0 assignment per restart, m0),
     with m0 = min(m, CALIBRATION_SIZE), as faq_batch runs them (float32 batches of ``batch``, assignments
     in its thread pool)."""
     g = torch.Generator().manual_seed(0)
@@ -192,11 +195,16 @@ def qap_step_costs(m, device="cpu", batch=8):
     B22 = torch.rand(m0, m0, generator=g).to(device)
     U @ B22
     product = min(_elapsed(lambda: U @ B22, device) for _ in range(3)) / batch
+    # one elementwise pass, on matrices too large for the caches (as faq's are from Q = 1,000 on), per m0^2
+    E = torch.rand(batch, 1024, 1024, generator=g).to(device)
+    F = torch.empty_like(E)
+    elementwise = min(_elapsed(lambda: torch.mul(E, 0.5, out=F), device) for _ in range(3)) / batch
+    elementwise *= (m0 / 1024) ** 2
     # the assignment: a batch of dense m0 x m0 matrices in faq's thread pool
     M = torch.rand(batch, m0, m0, generator=g, dtype=torch.float64)
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         assignment = _elapsed(lambda: faq._lap_batch(M, True, pool), "cpu") / batch
-    return overhead, product, assignment, m0
+    return overhead, product, elementwise, assignment, m0
 
 
 def estimate_qap_seconds(n_anchors, n_queries, restarts=500, solver="fast", patience=10, init="randomized",
@@ -204,17 +212,19 @@ def estimate_qap_seconds(n_anchors, n_queries, restarts=500, solver="fast", pati
     """Estimated seconds of one graph_matching call (one seed) with these options: an order of magnitude to
     decide whether to bound a run (``--restarts``, ``--qap-patience``), not a promise.
 
-    One restart = ITERATIONS x (overhead + product x (m / m0)^3 + assignment x (m / m0)^3), m = n_queries,
+    One restart = ITERATIONS x (overhead + product x (m / m0)^3 + PASSES x elementwise x (m / m0)^2
+    + assignment x (its growth: cubic to SPARSE_FROM, then m^SPARSE_EXPONENT)), m = n_queries,
     from ``qap_step_costs`` timed on ``device``; times the restarts expected (``expected_restarts``; one
     for the barycenter start; all of them for scipy, which has no patience and makes about six float64
     products an iteration, counted as 12 float32 ones). n_anchors is accepted for the contract; the cost is
     in the m x m blocks.
     """
-    overhead, product, assignment, m0 = qap_step_costs(n_queries, str(torch.device(device)))
+    overhead, product, elementwise, assignment, m0 = qap_step_costs(n_queries, str(torch.device(device)))
     grow = (n_queries / m0) ** 3
     dense = min(n_queries, SPARSE_FROM)
     lap_grow = (dense / m0) ** 3 * (n_queries / dense) ** SPARSE_EXPONENT
     if solver == "scipy":   # scipy's FAQ runs scipy's own assignment, cubic
         return restarts * ITERATIONS * (overhead + 12 * product * grow + assignment * grow)
     runs = 1 if init == "barycenter" else expected_restarts(restarts, patience)
-    return runs * ITERATIONS * (overhead + product * grow + assignment * lap_grow)
+    passes = PASSES * elementwise * (n_queries / m0) ** 2
+    return runs * ITERATIONS * (overhead + product * grow + passes + assignment * lap_grow)
