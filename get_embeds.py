@@ -75,12 +75,13 @@ def build_parser():
                    help="several layers from one forward pass, one file each ('final': the model's usual row, "
                         "the plain MODEL file)")
     p.add_argument("--list-layers", action="store_true",
-                   help="print every module path with its output shape for one input of the dataset, then exit")
-    p.add_argument("--d", "--dataset", dest="dataset", nargs="+", default=["coco"], metavar="DATASET",
+                   help="print every module path with its output shape, then exit: for one blank image and one "
+                        "caption (needs only --m), or with --d for the dataset's first input")
+    p.add_argument("--d", "--dataset", dest="dataset", nargs="+", default=None, metavar="DATASET",
                    help="coco, nocaps, or any name with --images and --captions (captions dataset) or with "
                         "--images ROOT alone (classification dataset: an ImageFolder root, a class a sub-folder), "
                         "or tv:NAME (a torchvision classification dataset); several: coco nocaps (found through "
-                        "COCO_ROOT, NOCAPS_ROOT)")
+                        "COCO_ROOT, NOCAPS_ROOT); default: coco")
     p.add_argument("--images", default=None, help="images folder (coco: $COCO_ROOT/val2017), an ImageFolder root, "
                                                   f"or a tv: dataset's root (default: ${TV_ROOT_VAR})")
     p.add_argument("--captions", default=None, help="COCO-format captions json (coco: $COCO_ROOT/annotations/"
@@ -151,7 +152,9 @@ def main(argv=None):
 
     def body(args):
         launch = launch_options(args, parser)
-        models, datasets = list(dict.fromkeys(args.model)), list(dict.fromkeys(args.dataset))
+        if args.list_layers and not launch and args.dataset is None and not _dataset_flags(args):
+            return _list_layers(args)
+        models, datasets = list(dict.fromkeys(args.model)), list(dict.fromkeys(args.dataset or ["coco"]))
         if len(datasets) > 1 and (args.images or args.captions or args.classes or args.templates
                                   or args.descriptions or args.split):
             raise UsageError("--images / --captions / --classes / --templates / --descriptions / --split locate one "
@@ -188,6 +191,28 @@ def main(argv=None):
         return 0
 
     return run_main(parser, argv, body)
+
+
+def _dataset_flags(args):
+    """The flags that locate or change a dataset's inputs, as given."""
+    return [f for f, v in (("--images", args.images), ("--captions", args.captions), ("--classes", args.classes),
+                           ("--templates", args.templates), ("--descriptions", args.descriptions),
+                           ("--split", args.split), ("--perturb", args.perturb)) if v]
+
+
+def _list_layers(args):
+    """--list-layers with --m alone: each model's modules traced on one blank image and one caption."""
+    from src.cli import quiet_output
+    from src.encoders import check_model_name, list_layers
+    models = list(dict.fromkeys(args.model))
+    for model in models:  # every name before anything is loaded
+        check_model_name(model, args.weights)
+    device = resolve_device(args.device, args.gpu)
+    for model in models:
+        with quiet_output(args.quiet):
+            lines = list_layers(model, device, args.weights)
+        print("\n".join(lines), flush=True)
+    return 0
 
 
 def _launch(todo, launch_opts, args):

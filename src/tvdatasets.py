@@ -167,6 +167,10 @@ def open_tv_dataset(tv, root, download=False):
     params = inspect.signature(cls.__init__).parameters
     required = [n for n, q in params.items() if n not in ("self", "root") and q.default is inspect.Parameter.empty
                 and q.kind not in (q.VAR_POSITIONAL, q.VAR_KEYWORD)]
+    if "split" in required:  # EMNIST: --split gives it
+        if tv.split is None:
+            raise UsageError(f"tv:{tv.cls} has no default split: pass --split (torchvision's {tv.cls} split argument)")
+        required.remove("split")
     if "root" in params and required:
         raise UsageError(f"tv:{tv.cls} is not supported: torchvision's {tv.cls} needs {', '.join(required)} "
                          f"besides its root, which get_embeds.py does not give; {SUPPORTED}")
