@@ -49,6 +49,10 @@ from src.perturb import INPUT, KINDS
 from src.tvdatasets import ROOT_VAR as TV_ROOT_VAR
 
 
+class DefaultDatasets(list):
+    """--d's default (coco), told apart from a --d that was given: --list-layers needs no dataset unless asked."""
+
+
 def build_parser():
     names = "\n".join(f"  {n}: {s.pooling}" for n, s in REGISTRY.items())
     p = ArgumentParser(prog="get_embeds.py", description=__doc__.split("\n")[0],
@@ -77,11 +81,11 @@ def build_parser():
     p.add_argument("--list-layers", action="store_true",
                    help="print every module path with its output shape, then exit: for one blank image and one "
                         "caption (needs only --m), or with --d for the dataset's first input")
-    p.add_argument("--d", "--dataset", dest="dataset", nargs="+", default=None, metavar="DATASET",
+    p.add_argument("--d", "--dataset", dest="dataset", nargs="+", default=DefaultDatasets(["coco"]), metavar="DATASET",
                    help="coco, nocaps, or any name with --images and --captions (captions dataset) or with "
                         "--images ROOT alone (classification dataset: an ImageFolder root, a class a sub-folder), "
                         "or tv:NAME (a torchvision classification dataset); several: coco nocaps (found through "
-                        "COCO_ROOT, NOCAPS_ROOT); default: coco")
+                        "COCO_ROOT, NOCAPS_ROOT)")
     p.add_argument("--images", default=None, help="images folder (coco: $COCO_ROOT/val2017), an ImageFolder root, "
                                                   f"or a tv: dataset's root (default: ${TV_ROOT_VAR})")
     p.add_argument("--captions", default=None, help="COCO-format captions json (coco: $COCO_ROOT/annotations/"
@@ -152,9 +156,9 @@ def main(argv=None):
 
     def body(args):
         launch = launch_options(args, parser)
-        if args.list_layers and not launch and args.dataset is None and not _dataset_flags(args):
+        if args.list_layers and not launch and isinstance(args.dataset, DefaultDatasets) and not _dataset_flags(args):
             return _list_layers(args)
-        models, datasets = list(dict.fromkeys(args.model)), list(dict.fromkeys(args.dataset or ["coco"]))
+        models, datasets = list(dict.fromkeys(args.model)), list(dict.fromkeys(args.dataset))
         if len(datasets) > 1 and (args.images or args.captions or args.classes or args.templates
                                   or args.descriptions or args.split):
             raise UsageError("--images / --captions / --classes / --templates / --descriptions / --split locate one "
