@@ -201,7 +201,7 @@ def _dataset_flags(args):
     """The flags that locate or change a dataset's inputs, as given."""
     return [f for f, v in (("--images", args.images), ("--captions", args.captions), ("--classes", args.classes),
                            ("--templates", args.templates), ("--descriptions", args.descriptions),
-                           ("--split", args.split), ("--perturb", args.perturb)) if v]
+                           ("--split", args.split)) if v]
 
 
 def _list_layers(args):

@@ -218,6 +218,8 @@ def layer_listing(label, traces, what):
     for modality, shapes in traces.items():
         lines.append(f"# {label} {modality}: module path, output shape for {what[modality]}")
         lines += [f"{p}\t{'not run' if shape is None else shape}" for p, shape in shapes.items()]
+        if not shapes:
+            lines.append(f"(no modules: {label} has no layers to tap; use it without @LAYER and --layers)")
     return lines
 
 

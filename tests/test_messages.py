@@ -208,3 +208,11 @@ def test_run_names_the_variant_command(tmp_path, monkeypatch, capsys):
     assert "cal-informative_minilm_text.pt does not exist" in err and "--descriptions FILE.json" in err
     assert "--captions" not in err
     assert json.loads(Path("data/cal_lite0_img.json").read_text())["task_data"] == "classes"
+
+
+def test_list_layers_of_a_model_without_modules_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert get_embeds.main(["--m", "pixels", "--list-layers", "--perturb", "blur:1", "-q"]) == 0  # no dataset asked
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("# pixels img:") and out[1].startswith("(no modules: pixels has no layers to tap")
+    assert len(out) == 2 and not Path("data").exists()
