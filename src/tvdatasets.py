@@ -178,15 +178,18 @@ def open_tv_dataset(tv, root, download=False):
         raise UsageError(f"tv:{tv.cls} reads no files (torchvision's {tv.cls} takes no root folder), so it has no "
                          f"images to embed; use a torchvision dataset of files (tv:CIFAR100, tv:Caltech101, ...)")
     kwargs, split = _split_kwargs(cls, tv.cls, tv.split)
+    # EMNIST passes download on to MNIST through **kwargs
+    can_download = "download" in params or (any(q.kind == q.VAR_KEYWORD for q in params.values())
+                                            and callable(getattr(cls, "download", None)))
     if download:
-        if "download" not in params:
+        if not can_download:
             raise UsageError(f"tv:{tv.cls} cannot download (torchvision's {tv.cls} has no download argument); "
                              f"place its files under the root by hand (see torchvision's documentation of "
                              f"{tv.cls}) and drop --download")
         kwargs["download"] = True
     root = Path(root)
     fetch = (f"pass --download to let torchvision fetch it from its public source into {root}, or "
-             if "download" in params else
+             if can_download else
              f"place its files under {root} by hand (torchvision's {tv.cls} cannot download them), or ")
     how = (fetch + f"point --images (or {ROOT_VAR}) at the folder that holds it") if not download else (
         f"no network here? download it where there is one, copy it under {root} and re-run without --download")

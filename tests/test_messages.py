@@ -216,3 +216,18 @@ def test_list_layers_of_a_model_without_modules_says_so(tmp_path, monkeypatch, c
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("# pixels img:") and out[1].startswith("(no modules: pixels has no layers to tap")
     assert len(out) == 2 and not Path("data").exists()
+
+
+def test_a_class_that_downloads_through_its_keyword_arguments_is_offered_download(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "root").mkdir()
+    assert get_embeds.main(["--m", "pixels", "--d", "tv:EMNIST", "--split", "letters", "--images", "root", "-q"]) == 1
+    assert "pass --download" in one_line(capsys)   # EMNIST(root, split, **kwargs) hands download to MNIST
+
+    def fails(*a, **k):
+        raise urllib.error.URLError("offline")
+    monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", fails)
+    assert get_embeds.main(["--m", "pixels", "--d", "tv:EMNIST", "--split", "letters", "--images", "root",
+                            "--download", "-q"]) == 1
+    err = one_line(capsys)
+    assert "could not download" in err and "pass --download" not in err
