@@ -49,6 +49,10 @@ from src.perturb import INPUT, KINDS
 from src.tvdatasets import ROOT_VAR as TV_ROOT_VAR
 
 
+class DefaultDatasets(list):
+    """--d's default (coco), told apart from a --d that was given: --list-layers needs no dataset unless asked."""
+
+
 def build_parser():
     names = "\n".join(f"  {n}: {s.pooling}" for n, s in REGISTRY.items())
     p = ArgumentParser(prog="get_embeds.py", description=__doc__.split("\n")[0],
@@ -75,8 +79,9 @@ def build_parser():
                    help="several layers from one forward pass, one file each ('final': the model's usual row, "
                         "the plain MODEL file)")
     p.add_argument("--list-layers", action="store_true",
-                   help="print every module path with its output shape for one input of the dataset, then exit")
-    p.add_argument("--d", "--dataset", dest="dataset", nargs="+", default=["coco"], metavar="DATASET",
+                   help="print every module path with its output shape, then exit: for one blank image and one "
+                        "caption (needs only --m), or with --d for the dataset's first input")
+    p.add_argument("--d", "--dataset", dest="dataset", nargs="+", default=DefaultDatasets(["coco"]), metavar="DATASET",
                    help="coco, nocaps, or any name with --images and --captions (captions dataset) or with "
                         "--images ROOT alone (classification dataset: an ImageFolder root, a class a sub-folder), "
                         "or tv:NAME (a torchvision classification dataset); several: coco nocaps (found through "
@@ -151,6 +156,8 @@ def main(argv=None):
 
     def body(args):
         launch = launch_options(args, parser)
+        if args.list_layers and not launch and isinstance(args.dataset, DefaultDatasets) and not _dataset_flags(args):
+            return _list_layers(args)
         models, datasets = list(dict.fromkeys(args.model)), list(dict.fromkeys(args.dataset))
         if len(datasets) > 1 and (args.images or args.captions or args.classes or args.templates
                                   or args.descriptions or args.split):
@@ -188,6 +195,28 @@ def main(argv=None):
         return 0
 
     return run_main(parser, argv, body)
+
+
+def _dataset_flags(args):
+    """The flags that locate or change a dataset's inputs, as given."""
+    return [f for f, v in (("--images", args.images), ("--captions", args.captions), ("--classes", args.classes),
+                           ("--templates", args.templates), ("--descriptions", args.descriptions),
+                           ("--split", args.split)) if v]
+
+
+def _list_layers(args):
+    """--list-layers with --m alone: each model's modules traced on one blank image and one caption."""
+    from src.cli import quiet_output
+    from src.encoders import check_model_name, list_layers
+    models = list(dict.fromkeys(args.model))
+    for model in models:  # every name before anything is loaded
+        check_model_name(model, args.weights)
+    device = resolve_device(args.device, args.gpu)
+    for model in models:
+        with quiet_output(args.quiet):
+            lines = list_layers(model, device, args.weights)
+        print("\n".join(lines), flush=True)
+    return 0
 
 
 def _launch(todo, launch_opts, args):

@@ -196,6 +196,33 @@ class Encoder:
         return {path: shapes.get(path) for path in modules}
 
 
+SAMPLE_SIZE = 224                        # the blank image --list-layers runs without a dataset (pixels a side)
+SAMPLE_CAPTION = "a photo of a dog."     # the caption it runs
+
+
+def sample_input(encoder, modality):
+    """One input that needs no dataset, as a batch of one (``get_embeds.py --list-layers`` without --d): a
+    mid-grey SAMPLE_SIZE x SAMPLE_SIZE RGB image through the model's own preprocessing (so the shapes are those
+    of any image it resizes and crops), or one caption."""
+    if modality == "img":
+        from PIL import Image
+        image = Image.new("RGB", (SAMPLE_SIZE, SAMPLE_SIZE), (128, 128, 128))
+        return encoder.prepare(encoder.transform(image)[None])
+    return [[SAMPLE_CAPTION]]
+
+
+def layer_listing(label, traces, what):
+    """--list-layers' lines: a header per modality, then each module path and its output shape (traces:
+    {modality: Encoder.trace's dict}); what: {modality: the input they were traced on}, for the header."""
+    lines = []
+    for modality, shapes in traces.items():
+        lines.append(f"# {label} {modality}: module path, output shape for {what[modality]}")
+        lines += [f"{p}\t{'not run' if shape is None else shape}" for p, shape in shapes.items()]
+        if not shapes:
+            lines.append(f"(no modules: {label} has no layers to tap; use it without @LAYER and --layers)")
+    return lines
+
+
 @contextlib.contextmanager
 def capture_outputs(modules, keep=lambda x: x):
     """Forward hooks on modules ({key: module}) for the duration of the block only: yields {key: keep(output

@@ -34,11 +34,15 @@ import torch
 import torch.nn.functional as F
 
 from .encoder_base import (  # noqa: F401 (capture_outputs: part of this module's API)
+    SAMPLE_CAPTION,
+    SAMPLE_SIZE,
     Encoder,
     EncoderSpec,
     _masked_token_mean,
     _spatial_or_token_mean,
     capture_outputs,
+    layer_listing,
+    sample_input,
 )
 from .errors import DataError, ScriptError, UsageError, reason, unreadable_why
 from .names import parse_model
@@ -547,3 +551,15 @@ def load_encoder(name, device="cpu", weights=None):
     encoder = family(spec, source, torch.device(device), model.random)
     encoder.check_layers([model.layer])
     return encoder
+
+
+def list_layers(name, device="cpu", weights=None):
+    """``get_embeds.py --m NAME --list-layers`` without a dataset: every module path of the model with its
+    output shape for one blank image and one caption (``encoder_base.sample_input``)."""
+    encoder = load_encoder(name, device, weights)
+    with torch.inference_mode():
+        traces = {m: encoder.trace(m, sample_input(encoder, m)) for m in encoder.modalities}
+    what = {"img": f"a blank {SAMPLE_SIZE} x {SAMPLE_SIZE} image after the model's preprocessing",
+            "text": f"the caption {SAMPLE_CAPTION!r}"}
+    what = {m: w + " (with --d and its flags: the dataset's first input)" for m, w in what.items()}
+    return layer_listing(parse_model(name).at(None).text, traces, what)

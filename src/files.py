@@ -285,12 +285,19 @@ def get_embeds_command(dataset, model, path=None, perturbation=None, kind_from=N
                 side = read_sidecar(known)
             except DataError:
                 pass
+    variant = False
+    if side is None and path is not None:  # a file not made yet: another file of the dataset says its kind
+        side, variant = _sibling_sidecar(Path(path).parent, str(dataset))
     classes = side is not None and side.task_data == "classes"
     if str(dataset).startswith("tv:"):
         cmd += " --images ROOT"  # or TORCHVISION_ROOT
     elif dataset not in ("coco", "nocaps"):
         cmd += " --images ROOT" if classes else " --images DIR --captions FILE"
-    if classes and side.descriptions_file:
+    if classes and side.classes_file:  # class names from a file, not from the folders
+        cmd += f" --classes {shlex.quote(side.classes_file)}"
+    if classes and variant:  # DATA-VARIANT: other class texts over DATA's images
+        cmd += " --descriptions FILE.json"
+    elif classes and side.descriptions_file:
         cmd += f" --descriptions {shlex.quote(side.descriptions_file)}"
     if perturbation is not None:
         cmd += f" --perturb {perturbation}"
@@ -300,6 +307,22 @@ def get_embeds_command(dataset, model, path=None, perturbation=None, kind_from=N
         if Path(path).exists():
             cmd += " --overwrite"
     return cmd
+
+
+def _sibling_sidecar(folder, dataset):
+    """(an embeddings sidecar of another file of ``dataset`` in folder, or for DATA-VARIANT of DATA's; whether it
+    is DATA's), or (None, False): whether the dataset is a captions or a classification one."""
+    import glob
+    names = [dataset] + ([dataset.rsplit("-", 1)[0]] if "-" in dataset else [])
+    for i, name in enumerate(names):
+        for found in sorted(Path(folder).glob(f"{glob.escape(dataset_tag(name))}_*.json")):
+            try:
+                side = read_sidecar(found.with_suffix(".pt"))
+            except DataError:
+                continue
+            if side is not None and side.kind == "embeddings" and side.dataset == name:
+                return side, i > 0
+    return None, False
 
 
 def make_hint(dataset, model, path, perturbation=None, kind_from=None):

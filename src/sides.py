@@ -121,6 +121,30 @@ def check_same_source(a: LoadedSide, b: LoadedSide):
                         f"(get_embeds.py --overwrite), or give one of them its own dataset name")
 
 
+_SAID = set()  # (file, ids it lacks): said once a run, however many configurations pair it
+
+
+def _say_lacking(lacking: LoadedSide, other: LoadedSide, n_shared):
+    """One warning a run for a file that lacks image ids another side has: how many rows of the other side
+    are skipped, and why (its sidecar's dropped images: --skip-missing, or another captions file or subset)."""
+    have = {str(i) for i in lacking.ids}
+    missing = [str(i) for i in other.ids if str(i) not in have]
+    key = (str(lacking.path), tuple(missing))
+    if not missing or key in _SAID:
+        return
+    _SAID.add(key)
+    dropped = {str(k): v for k, v in (lacking.sidecar.dropped or {}).items()} if lacking.sidecar else {}
+    known = [i for i in missing if i in dropped]
+    why = (f"get_embeds.py dropped {len(known)} of them when it made it (--skip-missing; e.g. id {known[0]}: "
+           f"{dropped[known[0]]})" if known else "they are not among its image ids (made from other captions or "
+                                                  "images)")
+    _logger.warning("%s lacks %d image id(s) that %s has (%s): those %d rows of %s are skipped, and each "
+                    "configuration with %s runs on the images both of its sides have (%d here); to compare the same "
+                    "rows, make %s again over every image (%s)", lacking.path, len(missing), other.path, why,
+                    len(missing), other.side, lacking.side, n_shared, lacking.path.name,
+                    lacking.fix or "get_embeds.py --overwrite")
+
+
 def pair_rows(a: LoadedSide, b: LoadedSide):
     """Rows of a and b paired by image id: (rows_a, rows_b, index_a, index_b), indices into the files.
 
@@ -148,8 +172,8 @@ def pair_rows(a: LoadedSide, b: LoadedSide):
     if not shared:
         raise DataError(f"{a.path} and {b.path} share no image id: they were made from different images; "
                         f"extract both from the same dataset")
-    _logger.info("pairing by image id: %d shared images; %s lost %d row(s), %s lost %d", len(shared),
-                 a.side, na - len(shared), b.side, nb - len(shared))
+    for lacking, other in ((a, b), (b, a)):
+        _say_lacking(lacking, other, len(shared))
     ia = torch.tensor([pos_a[k] for k in shared])
     ib = torch.tensor([pos_b[k] for k in shared])
     return a.rows[ia], b.rows[ib], ia, ib

@@ -23,6 +23,8 @@ torchvision's own (off unless asked for). A failed construction leaves no empty 
 import inspect
 import logging
 import re
+import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,40 @@ from .errors import DataError, UsageError
 PREFIX = "tv:"
 ROOT_VAR = "TORCHVISION_ROOT"
 _logger = logging.getLogger(__name__)
+
+
+# torchvision datasets whose targets are not one class per image, and what they hold instead: refused by name
+# before anything is read or downloaded (a download of VOC or Cityscapes is gigabytes of masks never used)
+NOT_CLASSES = {
+    **dict.fromkeys(("VOCSegmentation", "SBDataset", "Cityscapes"), "segmentation masks"),
+    **dict.fromkeys(("VOCDetection", "CocoDetection", "WIDERFace", "Kitti"), "object boxes (detection)"),
+    **dict.fromkeys(("CocoCaptions", "Flickr8k", "Flickr30k", "SBU"), "captions in torchvision's own reader"),
+    **dict.fromkeys(("Kinetics", "HMDB51", "UCF101", "MovingMNIST"), "video clips"),
+    **dict.fromkeys(("KittiFlow", "Sintel", "FlyingChairs", "FlyingThings3D", "HD1K"), "optical flow"),
+    **dict.fromkeys(("Kitti2012Stereo", "Kitti2015Stereo", "CarlaStereo", "Middlebury2014Stereo", "CREStereo",
+                     "FallingThingsStereo", "SceneFlowStereo", "SintelStereo", "InStereo2k", "ETH3DStereo"),
+                    "stereo disparities"),
+    **dict.fromkeys(("PhotoTour", "LFWPairs"), "pairs of images (same or not)"),
+    "CelebA": "face attributes",
+    **dict.fromkeys(("VisionDataset", "DatasetFolder", "ImageFolder"), "whatever a subclass gives (a base class)"),
+}
+SUPPORTED = ("what is supported: a torchvision classification dataset (tv:CIFAR100, tv:Caltech101, tv:Food101, "
+             "...), an ImageFolder tree (--d NAME --images ROOT, a class a sub-folder) or a COCO-format captions "
+             "file (--d NAME --images DIR --captions FILE)")
+
+
+def check_classification(cls_name):
+    """UsageError for a torchvision class whose targets are not one class per image (``NOT_CLASSES``)."""
+    what = NOT_CLASSES.get(cls_name)
+    if what is None:
+        return
+    if cls_name in ("ImageFolder", "DatasetFolder"):
+        raise UsageError(f"tv:{cls_name}: an ImageFolder tree needs no tv: prefix; use --d NAME --images ROOT "
+                         f"(a class a sub-folder)")
+    hint = (" (its images and captions as a COCO-format file: --d NAME --images DIR --captions FILE)"
+            if "captions" in what else "")
+    raise UsageError(f"tv:{cls_name} is not supported: it gives {what}, not one class per image nor captions "
+                     f"that get_embeds.py reads{hint}; {SUPPORTED}")
 
 
 def is_tv(name):
@@ -126,23 +162,38 @@ def _remove_empty_dirs(paths):
 
 def open_tv_dataset(tv, root, download=False):
     """The torchvision dataset object (transform None: PIL images) and the split it reads."""
+    check_classification(tv.cls)
     cls = dataset_class(tv.cls)
     params = inspect.signature(cls.__init__).parameters
+    required = [n for n, q in params.items() if n not in ("self", "root") and q.default is inspect.Parameter.empty
+                and q.kind not in (q.VAR_POSITIONAL, q.VAR_KEYWORD)]
+    if "split" in required:  # EMNIST: --split gives it
+        if tv.split is None:
+            raise UsageError(f"tv:{tv.cls} has no default split: pass --split (torchvision's {tv.cls} split argument)")
+        required.remove("split")
+    if "root" in params and required:
+        raise UsageError(f"tv:{tv.cls} is not supported: torchvision's {tv.cls} needs {', '.join(required)} "
+                         f"besides its root, which get_embeds.py does not give; {SUPPORTED}")
     if "root" not in params:  # FakeData: its first argument is a size, not a folder
         raise UsageError(f"tv:{tv.cls} reads no files (torchvision's {tv.cls} takes no root folder), so it has no "
                          f"images to embed; use a torchvision dataset of files (tv:CIFAR100, tv:Caltech101, ...)")
     kwargs, split = _split_kwargs(cls, tv.cls, tv.split)
+    # EMNIST passes download on to MNIST through **kwargs
+    can_download = "download" in params or (any(q.kind == q.VAR_KEYWORD for q in params.values())
+                                            and callable(getattr(cls, "download", None)))
     if download:
-        if "download" not in params:
+        if not can_download:
             raise UsageError(f"tv:{tv.cls} cannot download (torchvision's {tv.cls} has no download argument); "
                              f"place its files under the root by hand (see torchvision's documentation of "
                              f"{tv.cls}) and drop --download")
         kwargs["download"] = True
     root = Path(root)
-    how = (f"pass --download to let torchvision fetch it from its public source into {root}, or point --images "
-           f"(or {ROOT_VAR}) at the folder that holds it") if not download else (
-        f"the download into {root} failed (no network here?): download it where there is a network, copy it "
-        f"under {root} and re-run without --download")
+    fetch = (f"pass --download to let torchvision fetch it from its public source into {root}, or "
+             if can_download else
+             f"place its files under {root} by hand (torchvision's {tv.cls} cannot download them), or ")
+    how = (fetch + f"point --images (or {ROOT_VAR}) at the folder that holds it") if not download else (
+        f"no network here? download it where there is one, copy it under {root} and re-run without --download")
+    made_root = not root.exists()  # torchvision creates the root it downloads into
     if not root.is_dir() and not download:
         raise DataError(f"tv:{tv.cls}: the root {root} does not exist; {how}")
     before = {p.name for p in root.iterdir()} if root.is_dir() else set()
@@ -151,12 +202,23 @@ def open_tv_dataset(tv, root, download=False):
     except ValueError as e:
         if "split" in str(e) or "train" in str(e):
             raise UsageError(f"tv:{tv.cls} --split {tv.split}: {e}")
-        _remove_empty_dirs(_new_entries(root, before))
-        raise DataError(f"tv:{tv.cls}: torchvision cannot read it under {root} ({type(e).__name__}: {e}); {how}")
-    except (RuntimeError, OSError, KeyError, IndexError) as e:
-        _remove_empty_dirs(_new_entries(root, before))
-        raise DataError(f"tv:{tv.cls}: torchvision cannot read it under {root} ({type(e).__name__}: "
-                        f"{str(e)[:200]}); {how}")
+        _cleanup(root, before, made_root)
+        raise DataError(f"tv:{tv.cls}: {_cannot(download, root)} ({type(e).__name__}: {e}); {how}")
+    except (RuntimeError, OSError, KeyError, IndexError, EOFError, tarfile.TarError, zipfile.BadZipFile) as e:
+        _cleanup(root, before, made_root)
+        raise DataError(f"tv:{tv.cls}: {_cannot(download, root)} ({type(e).__name__}: {str(e)[:200]}); {how}")
+
+
+def _cannot(download, root):
+    return f"torchvision could not download it into {root}" if download else \
+        f"torchvision cannot read it under {root}"
+
+
+def _cleanup(root, before, made_root):
+    """What a failed construction created: its empty folders, and the root itself when it made it."""
+    _remove_empty_dirs(_new_entries(root, before))
+    if made_root:
+        _remove_empty_dirs([root])
 
 
 def dataset_labels(ds):
