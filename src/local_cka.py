@@ -15,6 +15,31 @@ from .cka import sq_dists, to_device
 
 _logger = logging.getLogger(__name__)
 
+# torch's parallel reductions: a tensor of fewer elements than this is summed serially (at::internal::GRAIN_SIZE)
+_GRAIN = 32768
+
+
+def _serial_sum(v):
+    """The sum of a 1-D tensor in one thread's order, whatever torch's thread count: a reduction with two
+    outputs (the same row twice) is split over its outputs, never inside one, so each row is summed serially."""
+    return v.unsqueeze(0).expand(2, -1).sum(dim=1)[0]
+
+
+def fixed_sum(x):
+    """sum(x) in an order that does not depend on torch's thread count.
+
+    A plain ``x.sum()`` of many elements splits them into one part per thread and adds the parts, so its
+    rounding depends on the thread count: enough, in float32, to flip linear_local_CKA's near-ties in the
+    Hungarian matching (the demo's mpnet -> lite0 read 0.1513 with one thread and 0.1500 with two). This
+    sums the two halves serially and adds them, which is the order of torch's two-thread reduction (the
+    pages' numbers were made with two), now at every thread count; below ``_GRAIN`` elements torch sums
+    serially anyway."""
+    v = x.reshape(-1)
+    if v.numel() < _GRAIN:
+        return v.sum()
+    half = (v.numel() + 1) // 2
+    return _serial_sum(v[:half]) + _serial_sum(v[half:])
+
 
 def linear_local_CKA(source_base, target_base, source_query, target_query, device=None):
     """graph[i, j] = linear_CKA([sq_i; source_base], [tq_j; target_base]) for all i, j.
@@ -43,9 +68,10 @@ def linear_local_CKA(source_base, target_base, source_query, target_query, devic
 
     P, p, alpha = side(sb, sq)
     R, q, gamma = side(tb, tq)
-    hsic = (P * R).sum() + c1 * (p @ q.T) + c2 * alpha[:, None] * gamma[None, :]
-    var_x = (P * P).sum() + c1 * (p * p).sum(dim=1) + c2 * alpha * alpha
-    var_y = (R * R).sum() + c1 * (q * q).sum(dim=1) + c2 * gamma * gamma
+    # the three anchor-block sums in a fixed order (fixed_sum): the graph is the same at every thread count
+    hsic = fixed_sum(P * R) + c1 * (p @ q.T) + c2 * alpha[:, None] * gamma[None, :]
+    var_x = fixed_sum(P * P) + c1 * (p * p).sum(dim=1) + c2 * alpha * alpha
+    var_y = fixed_sum(R * R) + c1 * (q * q).sum(dim=1) + c2 * gamma * gamma
     return hsic / (torch.sqrt(var_x)[:, None] * torch.sqrt(var_y)[None, :])
 
 

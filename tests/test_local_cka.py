@@ -179,3 +179,47 @@ def test_the_default_is_the_exact_path_up_to_exact_pairs_and_the_expansion_beyon
     assert torch.equal(kernel_local_CKA(sb, tb, sq, tq), exact)
     monkeypatch.setattr(local_cka, "EXACT_PAIRS", 20 * 20 - 1)
     assert torch.equal(kernel_local_CKA(sb, tb, sq, tq), fast)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The same graph at every thread count (a plain sum's rounding follows torch's thread count)
+# ----------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def threads():
+    """Sets torch's thread count for the test; the process's own count is restored after."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n", [10, 181, 320])  # below and above torch's parallel-reduction grain (n x n entries)
+def test_fixed_sum_is_the_sum_and_the_same_at_every_thread_count(threads, n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, n, generator=g) * torch.randn(n, n, generator=g)
+    sums = []
+    for t in (1, 2, 3, 4):
+        threads(t)
+        sums.append(local_cka.fixed_sum(x))
+    assert all(torch.equal(s, sums[0]) for s in sums)
+    assert abs(float(sums[0]) - float(x.double().sum())) <= 1e-5 * float(x.double().abs().sum())
+
+
+def test_linear_local_cka_is_the_same_at_every_thread_count(threads, dtype=torch.float32):
+    """320 anchors (the demo's): the anchor blocks hold 102,400 entries, which a plain sum splits by thread.
+    Also the graph is the plain definition (src.cka.linear_CKA per pair) to float rounding. One and two
+    threads only, float32 (the bundled files'): MKL's own small matrix products (20 x 320 here) may round
+    differently from 3 threads on, and in float64 from 2."""
+    from src.cka import linear_CKA
+    from src.local_cka import linear_local_CKA
+    X, Y = paired(340, 48, 32, 5, dtype)
+    sb, tb, sq, tq = X[:320], Y[:320], X[320:], Y[320:]
+    graphs = []
+    for t in (1, 2):
+        threads(t)
+        graphs.append(linear_local_CKA(sb, tb, sq, tq))
+    assert all(torch.equal(g, graphs[0]) for g in graphs)
+    def pair(i, j):
+        return float(linear_CKA(torch.cat([sq[i:i + 1], sb]).double(), torch.cat([tq[j:j + 1], tb]).double()))
+    plain = torch.tensor([[pair(i, j) for j in range(tq.shape[0])] for i in range(sq.shape[0])], dtype=F64)
+    assert torch.allclose(graphs[0].double(), plain, atol=1e-5, rtol=0)
