@@ -7,7 +7,8 @@ import sys
 from src.cli import ArgumentParser, DataError, UsageError, run_main
 from src.clustering import cluster_anchors
 from src.encoders import REGISTRY
-from src.files import load_embeddings, make_hint, save_cluster, side_file
+from src.files import load_embeddings, save_cluster, side_file
+from src.hints import make_hint
 from src.names import Side, check_path_part, parse_model
 from src.perturb import parse_input_perturbation
 from src.sides import require_distinct

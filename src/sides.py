@@ -16,17 +16,15 @@ from .errors import DataError
 from .files import (
     Sidecar,
     check_pair,
-    cluster_command,
-    get_embeds_command,
     load_cluster,
     load_embeddings,
-    make_hint,
     read_sidecar,
     same_path,
     side_file,
     sidecar_path,
     tensor_digest,
 )
+from .hints import cluster_command, get_embeds_command, make_hint
 from .names import Side, parse_side
 
 _logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import tiny_models as tm
 from src.datasets import load_dataset, open_rgb
 from src.encoders import load_encoder
 from src.extraction import extract, resolve_batch_size
-from src.files import get_embeds_command
+from src.hints import get_embeds_command
 
 ROOT = Path(__file__).resolve().parents[1]
 

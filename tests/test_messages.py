@@ -16,7 +16,8 @@ import get_embeds
 import run
 import tiny_models as tm
 from src.encoders import load_encoder
-from src.files import Sidecar, get_embeds_command, save_embeddings
+from src.files import Sidecar, save_embeddings
+from src.hints import get_embeds_command
 from src.names import parse_side
 from src.sides import LoadedSide, pair_rows
 from src.tvdatasets import NOT_CLASSES
