@@ -123,23 +123,22 @@ _SAID = set()  # (file, ids it lacks): said once a run, however many configurati
 
 
 def _say_lacking(lacking: LoadedSide, other: LoadedSide, n_shared):
-    """One warning a run for a file that lacks image ids another side has: how many rows of the other side
-    are skipped, and why (its sidecar's dropped images: --skip-missing, or another captions file or subset)."""
+    """One warning a run for a file whose sidecar says get_embeds.py dropped images another side has
+    (--skip-missing, e.g. a perturbed file made while a photo was missing): how many rows of the other side are
+    skipped, and why. Ids a file never had (a language whose captions cover fewer images, a subset) are the
+    pairing's ordinary case: pair_rows' info line says how many images are shared."""
     have = {str(i) for i in lacking.ids}
-    missing = [str(i) for i in other.ids if str(i) not in have]
-    key = (str(lacking.path), tuple(missing))
-    if not missing or key in _SAID:
+    dropped = {str(k): v for k, v in (lacking.sidecar.dropped or {}).items()} if lacking.sidecar else {}
+    known = [str(i) for i in other.ids if str(i) not in have and str(i) in dropped]
+    key = (str(lacking.path), tuple(known))
+    if not known or key in _SAID:
         return
     _SAID.add(key)
-    dropped = {str(k): v for k, v in (lacking.sidecar.dropped or {}).items()} if lacking.sidecar else {}
-    known = [i for i in missing if i in dropped]
-    why = (f"get_embeds.py dropped {len(known)} of them when it made it (--skip-missing; e.g. id {known[0]}: "
-           f"{dropped[known[0]]})" if known else "they are not among its image ids (made from other captions or "
-                                                  "images)")
-    _logger.warning("%s lacks %d image id(s) that %s has (%s): those %d rows of %s are skipped, and each "
-                    "configuration with %s runs on the images both of its sides have (%d here); to compare the same "
-                    "rows, make %s again over every image (%s)", lacking.path, len(missing), other.path, why,
-                    len(missing), other.side, lacking.side, n_shared, lacking.path.name,
+    _logger.warning("%s lacks %d image id(s) that %s has: get_embeds.py dropped them when it made it "
+                    "(--skip-missing; e.g. id %s: %s); those %d rows of %s are skipped, and each configuration with "
+                    "%s runs on the images both of its sides have (%d here); to compare the same rows, make %s "
+                    "again over every image (%s)", lacking.path, len(known), other.path, known[0], dropped[known[0]],
+                    len(known), other.side, lacking.side, n_shared, lacking.path.name,
                     lacking.fix or "get_embeds.py --overwrite")
 
 
@@ -170,6 +169,8 @@ def pair_rows(a: LoadedSide, b: LoadedSide):
     if not shared:
         raise DataError(f"{a.path} and {b.path} share no image id: they were made from different images; "
                         f"extract both from the same dataset")
+    _logger.info("pairing by image id: %d shared images; %s lost %d row(s), %s lost %d", len(shared),
+                 a.side, na - len(shared), b.side, nb - len(shared))
     for lacking, other in ((a, b), (b, a)):
         _say_lacking(lacking, other, len(shared))
     ia = torch.tensor([pos_a[k] for k in shared])
