@@ -19,6 +19,7 @@ from .cli import quiet_output
 from .datasets import (
     KNOWN,
     ClassesDataset,
+    class_folders,
     class_text_source,
     load_dataset,
     read_class_names,
@@ -45,6 +46,7 @@ from .files import (
     same_path,
     save_embeddings,
     side_file,
+    stat_digest,
 )
 from .names import FINAL, Side, check_path_part, parse_model
 from .perturb import Perturbation, image_perturbation, parse_input_perturbation, perturb_captions
@@ -209,6 +211,8 @@ def _other_data(sidecar, opts: EmbedOptions):
     differ = []
     if images and _recorded(sidecar.images) and not same_path(sidecar.images, images):
         differ.append(f"images {sidecar.images} (this command: {_real(images)})")
+    if images and _recorded(sidecar.images) and same_path(sidecar.images, images) and os.path.isdir(images):
+        differ += _other_images(sidecar, images)
     if sidecar.task_data != "classes" and captions and _recorded(sidecar.captions):
         if not same_path(sidecar.captions, captions):
             differ.append(f"captions {sidecar.captions} (this command: {_real(captions)})")
@@ -217,6 +221,30 @@ def _other_data(sidecar, opts: EmbedOptions):
             differ.append(f"captions {sidecar.captions} as it was before an edit (sha1 "
                           f"{sidecar.captions_digest[:12]}, now {file_digest(captions)[:12]})")
     return differ
+
+
+def _other_images(sidecar, images):
+    """What changed in the images folder since the file was made: class folders added or removed (a class
+    dataset), image files gone, replaced or touched (image rows: ``images_stat``)."""
+    if sidecar.task_data == "classes" and sidecar.folders is not None:
+        now = class_folders(images)
+        if now != sidecar.folders:
+            new, gone = sorted(set(now) - set(sidecar.folders)), sorted(set(sidecar.folders) - set(now))
+            return [f"the class folders of {sidecar.images} as they were ("
+                    + "; ".join(x for x in (new and f"{len(new)} added since, e.g. {new[0]}",
+                                            gone and f"{len(gone)} gone, e.g. {gone[0]}") if x) + ")"]
+    if not sidecar.images_stat:
+        return []
+    names = sidecar.files if sidecar.files is not None else sidecar.image_ids
+    if not names:
+        return []
+    names = [str(n) for n in names]
+    gone = [n for n in names if not os.path.isfile(os.path.join(images, n))]
+    if gone:
+        return [f"{len(gone)} image(s) no longer in {sidecar.images} (e.g. {gone[0]})"]
+    if stat_digest(images, names) != sidecar.images_stat:
+        return [f"the images of {sidecar.images} as they were (an image file replaced or touched since)"]
+    return []
 
 
 def _describe_class_texts(source):
@@ -342,6 +370,8 @@ def make_sidecar(opts: EmbedOptions, base, spec, encoder, dataset, layer, modali
         modality=modality, dataset=opts.name, images=_real(dataset.image_dir),
         captions=_real(dataset.captions_file),
         captions_digest=None if dataset.captions_file is None else file_digest(dataset.captions_file),
+        images_stat=None if paths is None or modality != "img" else
+        stat_digest(dataset.image_dir, [os.path.relpath(p, dataset.image_dir) for p in paths]),
         image_ids=list(dataset.ids), dropped={str(k): v for k, v in dataset.dropped.items()},
         files=None if classes or paths is None else [os.path.relpath(p, dataset.image_dir) for p in paths],
         precision=opts.precision, batch_size=batch_size, versions=_versions(),

@@ -130,6 +130,7 @@ class Sidecar:
     images: Optional[str] = None
     captions: Optional[str] = None
     captions_digest: str | None = None      # captions data: sha1 of the captions file's bytes (an edit in place shows)
+    images_stat: str | None = None          # sha1 of each row's image file: name, size, modification time
     image_ids: Optional[list] = None        # captions data: image id of each row; classes: "folder/file"
     files: Optional[list] = None            # captions data: the image file of each row (under ``images``)
     dropped: Optional[dict] = None
@@ -218,7 +219,7 @@ class Sidecar:
                                                   and {"kind", "level"} <= set(self.perturbation)):
             bad("perturbation", "an object with kind and level")
         for name in ("digest", "data_digest", "task_data", "model", "embeddings", "kind", "descriptions_digest",
-                     "captions_digest"):
+                     "captions_digest", "images_stat"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 bad(name, "a string")
 
@@ -268,6 +269,20 @@ def write_sidecar(path, sidecar: Sidecar):
 # ----------------------------------------------------------------------------------------------------------
 # Commands that make a missing file (for messages)
 # ----------------------------------------------------------------------------------------------------------
+
+def stat_digest(root, names):
+    """sha1 of each file's name (under root), size and modification time: an image replaced or touched shows,
+    at the cost of a stat (reading every image again would cost an extraction's reading). None when a file is
+    missing."""
+    h = hashlib.sha1()
+    for name in names:
+        try:
+            st = os.stat(os.path.join(root, name))
+        except OSError:
+            return None
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
 
 def file_digest(path):
     """sha1 of a file's bytes (a descriptions file recorded in a sidecar)."""

@@ -191,6 +191,34 @@ def _score_suffixes():
             + [(c.title, f"_{c.name}", c.name) for c in score_columns()])
 
 
+_INPUTS = ("source_inputs", "target_inputs")  # results.INPUT_COLUMNS (report reads CSVs, not the store)
+
+
+def _inputs(row):
+    vals = tuple(str(row.get(c, "")) for c in _INPUTS)
+    return None if all(v in ("", "nan", "None") for v in vals) else vals
+
+
+def _drop_other_inputs(key, slot):
+    """One row of table.csv comes from one version of its inputs: the newest result's. A method's result made
+    from other inputs (a side re-extracted since, and only some methods re-run) is left out with one warning,
+    not mixed into the row. Results that record no inputs (older runs) cannot be told apart and stay."""
+    newest = max(slot.values(), key=lambda v: v[0])[1]
+    want = _inputs(newest)
+    if want is None:
+        return
+    stale = sorted(label or "(no method)" for label, (_, row) in slot.items()
+                   if _inputs(row) is not None and _inputs(row) != want)
+    for label in list(slot):
+        if _inputs(slot[label][1]) not in (None, want):
+            del slot[label]
+    if stale:
+        _logger.warning("%s -> %s (group %s): the results of %s were made from other inputs than the newest "
+                        "result of this row (a side re-extracted, edited or re-clustered since): left out of "
+                        "table.csv; run them again to fill the row", newest.get("source_side", ""),
+                        newest.get("target_side", ""), key[-1], ", ".join(stale))
+
+
 def build_table(rows):
     """One row per group: the key (``KEY_COLUMNS``, then ``group``), the alignment metric columns present,
     then for each method label ``{label}_acc`` (matching_acc), ``{label}_top1`` (top_1; absent for methods
@@ -205,6 +233,9 @@ def build_table(rows):
         slot = latest.setdefault(row_key(row), {})
         if label not in slot or rank >= slot[label][0]:
             slot[label] = (rank, row)
+
+    for key, slot in latest.items():
+        _drop_other_inputs(key, slot)
 
     all_metric_cols = metrics.metric_columns(1)
     metric_cols = [c for c in all_metric_cols if any(c in row for row in rows)]

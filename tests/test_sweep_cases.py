@@ -138,3 +138,70 @@ def test_flags_the_captions_task_uses_change_its_key():
     plain = _key()
     assert _key("--q", "3") != plain and _key("--base-seed", "4") != plain
     assert _key("--seeds", "1", "0") == _key("--seeds", "0", "1")
+
+
+def _result(method, created, inputs, acc, cka):
+    row = {"task": "captions", "source_side": "minilm:text", "target_side": "pixels:img", "group": "g1",
+           "method": method, "created": created, "matching_acc": acc, "linear_cka": cka}
+    if inputs:
+        row.update(source_inputs=inputs[0], target_inputs=inputs[1])
+    return row
+
+
+def test_a_row_of_table_csv_comes_from_one_version_of_its_inputs(caplog):
+    """The second sweep: a side re-extracted, then only one method re-run; --report mixed the new linear
+    result with the old relative one in one row."""
+    import logging
+
+    from src.report import build_table
+    rows = [_result("relative", "2026-01-01T00:00:00", ("old", "img"), 0.05, 0.30),
+            _result("linear", "2026-01-01T00:00:00", ("old", "img"), 0.10, 0.30),
+            _result("linear", "2026-01-02T00:00:00", ("new", "img"), 0.00, 0.09),
+            _result("cos", "2025-01-01T00:00:00", None, 0.5, 0.7)]  # records no inputs: cannot be told apart
+    with caplog.at_level(logging.WARNING, logger="src.report"):
+        table = build_table(rows)
+    (rec,) = table.to_dict("records")
+    assert rec["linear_acc"] == 0.0 and rec["linear_cka"] == 0.09 and rec["cos_acc"] == 0.5
+    assert "relative_acc" not in rec or rec["relative_acc"] != rec["relative_acc"]  # left out (NaN or absent)
+    (said,) = [r.getMessage() for r in caplog.records if r.name == "src.report"]
+    assert "results of relative were made from other inputs" in said
+    same = build_table(rows[:2])  # one version of the inputs: both methods, no warning
+    assert list(same["relative_acc"]) == [0.05] and list(same["linear_acc"]) == [0.10]
+
+
+@pytest.mark.parametrize("change, needle", [("replace", "replaced or touched"), ("delete", "no longer in")])
+def test_an_image_replaced_or_gone_is_not_skipped(ds, capsys, change, needle):
+    """The second sweep: an image edited in place, or deleted, kept "exists, skipped" with the old rows."""
+    images, captions = ds
+    assert embed("pixels", images, captions) == 0
+    before = torch.load("data/t_pixels_img.pt")
+    first, second = sorted(images.iterdir())[:2]
+    if change == "replace":
+        shutil.copy(second, first)
+    else:
+        first.unlink()
+    capsys.readouterr()
+    assert embed("pixels", images, captions) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "--overwrite" in err
+    assert torch.equal(torch.load("data/t_pixels_img.pt"), before)
+
+
+def test_a_class_folder_added_is_not_skipped(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "root"
+    img, _ = tm.tiny_dataset(tmp_path / "src", n=6)
+    photos = sorted(img.iterdir())
+    for k, folder in enumerate(["ant", "beaver"]):
+        (root / folder).mkdir(parents=True)
+        for p in photos[2 * k:2 * k + 2]:
+            shutil.copy(p, root / folder / p.name)
+    argv = ["--m", "pixels", "--d", "cls", "--images", str(root), "--device", "cpu", "-j", "0", "-q"]
+    assert get_embeds.main(argv) == 0
+    assert get_embeds.main(argv) == 0  # nothing changed: skipped
+    (root / "camel").mkdir()
+    for p in photos[4:]:
+        shutil.copy(p, root / "camel" / p.name)
+    capsys.readouterr()
+    assert get_embeds.main(argv) == 2
+    assert "1 added since, e.g. camel" in capsys.readouterr().err
