@@ -262,6 +262,8 @@ def run_specs(configs, device="auto", gpu=None, overwrite=False, progress=True):
 def _group_what(group):
     c = group[0]
     data = c.base_data if c.base_data == c.query_data else f"{c.base_data} -> {c.query_data}"
+    if c.source is None:  # a one-sided task (the probe): one side, no method
+        return f"{c.target.text} on {c.base_data} ({c.task}), seeds {' '.join(map(str, c.seeds))}"
     return (f"{c.source.text} -> {c.target.text} on {data} ({c.task}): "
             f"{' '.join(cfg.method_label() for cfg in group)}, seeds {' '.join(map(str, c.seeds))}")
 

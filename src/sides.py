@@ -107,6 +107,12 @@ def check_same_source(a: LoadedSide, b: LoadedSide):
         differ = f"image folders ({sa.images} and {sb.images})"
     elif a.dataset == b.dataset and sa.captions and sb.captions and not same_path(sa.captions, sb.captions):
         differ = f"captions files ({sa.captions} and {sb.captions})"
+    elif a.dataset == b.dataset and sa.modality == sb.modality == "text" and sa.captions_digest \
+            and sb.captions_digest and sa.captions_digest != sb.captions_digest:
+        # two text sides of one captions file edited between their extractions (image rows do not depend on
+        # the captions' text, so an image side is not compared this way)
+        differ = (f"versions of the captions file {sa.captions} (sha1 {sa.captions_digest[:12]} and "
+                  f"{sb.captions_digest[:12]}: edited between the two extractions)")
     elif sa.files and sb.files and sa.image_ids and sb.image_ids:
         fb = {str(i): f for i, f in zip(sb.image_ids, sb.files)}
         other = [(i, f, fb[str(i)]) for i, f in zip(sa.image_ids, sa.files) if fb.get(str(i), f) != f]

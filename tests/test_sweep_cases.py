@@ -205,3 +205,29 @@ def test_a_class_folder_added_is_not_skipped(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert get_embeds.main(argv) == 2
     assert "1 added since, e.g. camel" in capsys.readouterr().err
+
+
+def test_two_text_sides_of_one_captions_file_edited_between_are_refused(ds, tiny_st, tmp_path, capsys):
+    """The third sweep: a text side re-made after an edit of the captions file, paired with a text side of
+    the old captions (another model, or another layer), compared German rows with English ones silently."""
+    images, captions = ds
+    assert text(images, captions, tiny_st) == 0
+    data = json.loads(captions.read_text())
+    data["annotations"][0]["caption"] = "an edited caption"
+    captions.write_text(json.dumps(data))
+    assert embed("mpnet", images, captions, "--weights", tiny_st) == 0
+    capsys.readouterr()
+    rc = run.main(["--m", "linear", "--b", "2", "--q", "3", "--seeds", "0", "--source", "minilm:text", "--target",
+                   "mpnet:text", "--base_data", "t", "--query_data", "t", "--results-dir", str(tmp_path / "r"),
+                   "--seedwise-dir", str(tmp_path / "s"), "-q"])
+    assert rc == 1 and "versions of the captions file" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").glob("*.csv"))
+
+
+def test_the_launcher_describes_a_one_sided_group():
+    """The third sweep: --task probe --launcher local raised AttributeError (no source side)."""
+    from src.launch import _group_what
+    args = run.build_parser().parse_args(["--task", "probe", "--target", "pixels:img", "--base_data", "cal",
+                                          "--seeds", "0", "1"])
+    (cfg,) = run.configs_from_args(args)
+    assert _group_what([cfg]) == "pixels:img on cal (probe), seeds 0 1"
