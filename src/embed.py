@@ -217,9 +217,9 @@ def _other_data(sidecar, opts: EmbedOptions):
         if not same_path(sidecar.captions, captions):
             differ.append(f"captions {sidecar.captions} (this command: {_real(captions)})")
         elif sidecar.captions_digest and os.path.isfile(captions) \
-                and file_digest(captions) != sidecar.captions_digest:
+                and (now := file_digest(captions)) != sidecar.captions_digest:
             differ.append(f"captions {sidecar.captions} as it was before an edit (sha1 "
-                          f"{sidecar.captions_digest[:12]}, now {file_digest(captions)[:12]})")
+                          f"{sidecar.captions_digest[:12]}, now {now[:12]})")
     return differ
 
 

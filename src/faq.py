@@ -148,81 +148,15 @@ def faq_batch(A, B, n_seeds, P0, maxiter=30, tol=1e-5, pool=None, timers=None):
     B21, B12, B22 = B[s:, :s], B[:s, s:], B[s:, s:]
     sym = is_symmetric(A, B)
     const_sum = A21 @ B21.T + A12.T @ B12
-    A22T, A12T, B22T = A22.T.contiguous(), A12.T.contiguous(), B22.T.contiguous()
-    b, m = P0.shape[0], P0.shape[1]
     own_pool = pool is None
     pool = pool or ThreadPoolExecutor(os.cpu_count() or 1)
 
     dev = A.device
-    if sym:
-        try:
-            n_iter, P = _symmetric_steps(A22, B22, const_sum, P0, maxiter, tol, pool, timers)
-            with timed(timers, "assignment", dev):
-                cols = _lap_batch(P, True, pool)
-        finally:
-            if own_pool:
-                pool.shutdown()
-        if timers is not None:
-            timers["iterations"] = timers.get("iterations", 0) + int(n_iter.sum())
-        return cols, objective_batch(A, B, n_seeds, cols), n_iter
-    with timed(timers, "products", dev):
-        P = P0.clone()
-        U = A22 @ P                                  # A22 P
-        V = U if sym else A22T @ P                   # A22^T P
-        W21 = P.transpose(1, 2) @ A21                # P^T A21
-        W12 = W21 if sym else P.transpose(1, 2) @ A12T   # P^T A12^T (= P^T A21 when A is symmetric)
-        Z = B22 @ P.transpose(1, 2)                  # B22 P^T
-    active = torch.ones(b, dtype=torch.bool, device=A.device)
-    warm = [None] * b          # each restart's last assignment and potentials (``_lap_batch``)
-    n_iter = torch.zeros(b, dtype=torch.int64)
     try:
-        for it in range(1, maxiter + 1):
-            idx = torch.nonzero(active).flatten()
-            if idx.numel() == 0:
-                break
-            n_iter[idx.cpu()] = it
-            with timed(timers, "products", dev):
-                Ui, Vi, Pi = U[idx], V[idx], P[idx]
-                grad = const_sum + (2 * Ui @ B22 if sym else Ui @ B22T + Vi @ B22)
-            with timed(timers, "assignment", dev):
-                slots = [warm[i] for i in idx.tolist()]
-                cols = _lap_batch(grad, True, pool, slots)            # Q = eye[cols]
-                for i, slot in zip(idx.tolist(), slots, strict=True):
-                    warm[i] = slot
-            with timed(timers, "products", dev):
-                inv = torch.argsort(cols, dim=1)                      # Q^T = eye[inv]
-                # products with Q are permutations of rows or columns
-                AQ = _gather_cols(A22, inv)                           # A22 Q
-                ATQ = AQ if sym else _gather_cols(A22T, inv)          # A22^T Q
-                QA21 = _gather_rows(A21, inv)                         # Q^T A21
-                QA12 = QA21 if sym else _gather_rows(A12T, inv)       # Q^T A12^T
-                BQ = _gather_cols(B22, cols)                          # B22 Q^T
-                Q = torch.zeros_like(Pi).scatter_(2, cols[:, :, None], 1.0)
-                R = Pi - Q
-                b21 = ((W21[idx] - QA21) * B21).sum(dim=(1, 2))
-                b12 = ((W12[idx] - QA12) * B12.T).sum(dim=(1, 2))
-                AR22 = Vi - ATQ
-                BR22 = Z[idx] - BQ
-                b22a = (AR22 * _gather_rows(B22T, cols)).sum(dim=(1, 2))
-                b22b = (A22 * _gather_rows(BR22, cols)).sum(dim=(1, 2))
-                a = (AR22.transpose(1, 2) * BR22).sum(dim=(1, 2))
-                bb = b21 + b12 + b22a + b22b
-                # maximise: interior critical point when a < 0, else the better end point (scipy's rule)
-                crit = -bb / (2 * a)
-                interior = (a < 0) & (crit >= 0) & (crit <= 1)
-                end = ((bb + a) > 0).to(A.dtype)  # argmin([0, -(b + a)]) is 1 when b + a > 0
-                alpha = torch.where(interior, crit, end)
-                al = alpha[:, None, None]
-                P[idx] = al * Pi + (1 - al) * Q
-                U[idx] = al * Ui + (1 - al) * AQ
-                if not sym:
-                    V[idx] = al * Vi + (1 - al) * ATQ
-                W21[idx] = al * W21[idx] + (1 - al) * QA21
-                if not sym:
-                    W12[idx] = al * W12[idx] + (1 - al) * QA12
-                Z[idx] = al * Z[idx] + (1 - al) * BQ
-                step = (1 - alpha) * torch.linalg.norm(R.reshape(R.shape[0], -1), dim=1) / np.sqrt(m)
-                active[idx[step < tol]] = False
+        if sym:
+            n_iter, P = _symmetric_steps(A22, B22, const_sum, P0, maxiter, tol, pool, timers)
+        else:
+            n_iter, P = _general_steps(A22, A21, A12, B22, B21, B12, const_sum, P0, maxiter, tol, pool, timers)
         with timed(timers, "assignment", dev):
             cols = _lap_batch(P, True, pool)
     finally:
@@ -231,6 +165,70 @@ def faq_batch(A, B, n_seeds, P0, maxiter=30, tol=1e-5, pool=None, timers=None):
     if timers is not None:
         timers["iterations"] = timers.get("iterations", 0) + int(n_iter.sum())
     return cols, objective_batch(A, B, n_seeds, cols), n_iter
+
+
+def _general_steps(A22, A21, A12, B22, B21, B12, const_sum, P0, maxiter, tol, pool, timers):
+    """faq_batch's iterations for any A and B: (iterations (b,), final P (b x m x m)); scipy's gradient, line
+    search and stopping rule, two m^3 products a step."""
+    A22T, A12T, B22T = A22.T.contiguous(), A12.T.contiguous(), B22.T.contiguous()
+    b, m = P0.shape[0], P0.shape[1]
+    dev = P0.device
+    with timed(timers, "products", dev):
+        P = P0.clone()
+        U = A22 @ P                                  # A22 P
+        V = A22T @ P                                 # A22^T P
+        W21 = P.transpose(1, 2) @ A21                # P^T A21
+        W12 = P.transpose(1, 2) @ A12T               # P^T A12^T
+        Z = B22 @ P.transpose(1, 2)                  # B22 P^T
+    active = torch.ones(b, dtype=torch.bool, device=dev)
+    warm = [None] * b          # each restart's last assignment and potentials (``_lap_batch``)
+    n_iter = torch.zeros(b, dtype=torch.int64)
+    for it in range(1, maxiter + 1):
+        idx = torch.nonzero(active).flatten()
+        if idx.numel() == 0:
+            break
+        n_iter[idx.cpu()] = it
+        with timed(timers, "products", dev):
+            Ui, Vi, Pi = U[idx], V[idx], P[idx]
+            grad = const_sum + Ui @ B22T + Vi @ B22
+        with timed(timers, "assignment", dev):
+            slots = [warm[i] for i in idx.tolist()]
+            cols = _lap_batch(grad, True, pool, slots)            # Q = eye[cols]
+            for i, slot in zip(idx.tolist(), slots, strict=True):
+                warm[i] = slot
+        with timed(timers, "products", dev):
+            inv = torch.argsort(cols, dim=1)                      # Q^T = eye[inv]
+            # products with Q are permutations of rows or columns
+            AQ = _gather_cols(A22, inv)                           # A22 Q
+            ATQ = _gather_cols(A22T, inv)                         # A22^T Q
+            QA21 = _gather_rows(A21, inv)                         # Q^T A21
+            QA12 = _gather_rows(A12T, inv)                        # Q^T A12^T
+            BQ = _gather_cols(B22, cols)                          # B22 Q^T
+            Q = torch.zeros_like(Pi).scatter_(2, cols[:, :, None], 1.0)
+            R = Pi - Q
+            b21 = ((W21[idx] - QA21) * B21).sum(dim=(1, 2))
+            b12 = ((W12[idx] - QA12) * B12.T).sum(dim=(1, 2))
+            AR22 = Vi - ATQ
+            BR22 = Z[idx] - BQ
+            b22a = (AR22 * _gather_rows(B22T, cols)).sum(dim=(1, 2))
+            b22b = (A22 * _gather_rows(BR22, cols)).sum(dim=(1, 2))
+            a = (AR22.transpose(1, 2) * BR22).sum(dim=(1, 2))
+            bb = b21 + b12 + b22a + b22b
+            # maximise: interior critical point when a < 0, else the better end point (scipy's rule)
+            crit = -bb / (2 * a)
+            interior = (a < 0) & (crit >= 0) & (crit <= 1)
+            end = ((bb + a) > 0).to(A22.dtype)  # argmin([0, -(b + a)]) is 1 when b + a > 0
+            alpha = torch.where(interior, crit, end)
+            al = alpha[:, None, None]
+            P[idx] = al * Pi + (1 - al) * Q
+            U[idx] = al * Ui + (1 - al) * AQ
+            V[idx] = al * Vi + (1 - al) * ATQ
+            W21[idx] = al * W21[idx] + (1 - al) * QA21
+            W12[idx] = al * W12[idx] + (1 - al) * QA12
+            Z[idx] = al * Z[idx] + (1 - al) * BQ
+            step = (1 - alpha) * torch.linalg.norm(R.reshape(R.shape[0], -1), dim=1) / np.sqrt(m)
+            active[idx[step < tol]] = False
+    return n_iter, P
 
 
 def _dot(X, Y):

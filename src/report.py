@@ -30,6 +30,7 @@ from .correlations import correlation_table, format_correlations, is_missing, jo
 from .errors import DataError, UsageError
 from .files import CORRELATIONS_NAME, NOT_RESULTS, TABLE_NAME, atomic_write_bytes, atomic_write_text
 from .names import FINAL, parse_model, parse_side
+from .results import INPUT_COLUMNS
 from .tasks import score_columns
 
 PERTURBATION_FIGURE, PERFORMANCE_FIGURE = "perturbation.png", "performance.png"
@@ -191,11 +192,8 @@ def _score_suffixes():
             + [(c.title, f"_{c.name}", c.name) for c in score_columns()])
 
 
-_INPUTS = ("source_inputs", "target_inputs")  # results.INPUT_COLUMNS (report reads CSVs, not the store)
-
-
 def _inputs(row):
-    vals = tuple(str(row.get(c, "")) for c in _INPUTS)
+    vals = tuple(str(row.get(c, "")) for c in INPUT_COLUMNS)
     return None if all(v in ("", "nan", "None") for v in vals) else vals
 
 

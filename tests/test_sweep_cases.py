@@ -88,15 +88,21 @@ def test_relative_paths_from_two_folders_are_two_sources(tmp_path, tiny_st, monk
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").glob("*.csv"))
 
 
-def test_class_names_changed_are_not_skipped(tmp_path, tiny_st, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+def class_tree(tmp_path, n):
+    """An ImageFolder root with classes ant and beaver, two of n tiny photos each; (root, the n photos)."""
     root = tmp_path / "root"
-    img, _ = tm.tiny_dataset(tmp_path / "src", n=4)
+    img, _ = tm.tiny_dataset(tmp_path / "src", n=n)
     photos = sorted(img.iterdir())
     for k, folder in enumerate(["ant", "beaver"]):
         (root / folder).mkdir(parents=True)
         for p in photos[2 * k:2 * k + 2]:
             shutil.copy(p, root / folder / p.name)
+    return root, photos
+
+
+def test_class_names_changed_are_not_skipped(tmp_path, tiny_st, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    root, _ = class_tree(tmp_path, 4)
     names = tmp_path / "classes.json"
     names.write_text(json.dumps({"ant": "ant", "beaver": "beaver"}))
     argv = ["--m", "minilm", "--weights", str(tiny_st), "--d", "cls", "--images", str(root), "--device", "cpu",
@@ -189,13 +195,7 @@ def test_an_image_replaced_or_gone_is_not_skipped(ds, capsys, change, needle):
 
 def test_a_class_folder_added_is_not_skipped(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    root = tmp_path / "root"
-    img, _ = tm.tiny_dataset(tmp_path / "src", n=6)
-    photos = sorted(img.iterdir())
-    for k, folder in enumerate(["ant", "beaver"]):
-        (root / folder).mkdir(parents=True)
-        for p in photos[2 * k:2 * k + 2]:
-            shutil.copy(p, root / folder / p.name)
+    root, photos = class_tree(tmp_path, 6)
     argv = ["--m", "pixels", "--d", "cls", "--images", str(root), "--device", "cpu", "-j", "0", "-q"]
     assert get_embeds.main(argv) == 0
     assert get_embeds.main(argv) == 0  # nothing changed: skipped
