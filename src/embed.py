@@ -1,9 +1,11 @@
 """What get_embeds.py does for one model over one dataset, as a function of plain values.
 
 ``EmbedOptions`` holds get_embeds.py's flags (one dataset); ``output_files`` names the files a model writes;
-``check_model`` refuses a model name before anything is loaded; ``extract_model`` loads the dataset and the
-encoder, runs every requested layer in one forward pass a batch and writes each file with its sidecar. The
-in-process path (one model after another, or torchrun ranks) and each job of ``--launcher`` call it alike.
+``check_model`` refuses a model name before anything is loaded; ``extract_model`` is plan -> extract -> save:
+``plan_model`` checks the request, reads the dataset and loads the encoder, ``extract_rows`` runs every
+requested layer of a modality in one forward pass a batch, ``save_rows`` writes each file with its sidecar
+(``make_sidecar``, the one constructor). The in-process path (one model after another, or torchrun ranks) and
+each job of ``--launcher`` call it alike.
 """
 import contextlib
 import json
@@ -48,7 +50,7 @@ from .files import (
     side_file,
     stat_digest,
 )
-from .names import FINAL, Side, check_path_part, parse_model
+from .names import FINAL, ModelName, Side, check_path_part, parse_model
 from .perturb import Perturbation, image_perturbation, parse_input_perturbation, perturb_captions
 from .tvdatasets import ROOT_VAR as TV_ROOT_VAR
 from .tvdatasets import is_tv, load_tv_dataset, parse_tv_name
@@ -353,8 +355,10 @@ def _no_class_text_taps():
                       "means over class texts of the final embeddings")
 
 
-def make_sidecar(opts: EmbedOptions, base, spec, encoder, dataset, layer, modality, batch_size, perturb):
+def make_sidecar(plan: "Plan", layer, modality, batch_size):
     """The one constructor of an embeddings sidecar: what the rows of ``layer`` / ``modality`` were made from."""
+    opts, base, spec, encoder, dataset, perturb = (plan.opts, plan.base, plan.spec, plan.encoder, plan.dataset,
+                                                   plan.perturb)
     classes = isinstance(dataset, ClassesDataset)
     paths = getattr(dataset, "paths", None)
     fields_ = dict(
@@ -399,16 +403,40 @@ def check_finite(rows, out, model, opts: EmbedOptions):
                     f"for {out}; nothing was written ({why})")
 
 
-def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=None):
-    """Embeddings of ``model`` over ``opts.dataset``: every requested layer and modality, files that exist
-    skipped unless opts.overwrite. Returns the lines to print (what was written or skipped; --list-layers:
-    the module paths); ranks other than 0 write nothing and return []."""
+@dataclass
+class Plan:
+    """One model request, checked and loaded before any row is computed: the dataset (caption perturbation
+    applied), the encoder, and which layers each modality runs (``runs``; empty with --list-layers, whose
+    answer is ``traces``)."""
+    opts: EmbedOptions
+    base: ModelName
+    spec: object
+    perturb: Optional[Perturbation]
+    dataset: object
+    encoder: object
+    device: object
+    taps: list
+    traces: dict   # modality -> {module path: output shape for one input}; only with taps or --list-layers
+    runs: dict     # modality -> the layers it runs (CLIP's vision layers are not run for text)
+
+    def path(self, layer, modality):
+        return side_file(self.opts.data_dir, self.opts.name,
+                         Side(self.base.at(layer).text, modality, perturbation=self.perturb))
+
+    @property
+    def outputs(self):
+        return [self.path(layer, m) for m, its_layers in self.runs.items() for layer in its_layers]
+
+    @property
+    def classes(self):
+        return isinstance(self.dataset, ClassesDataset)
+
+
+def plan_model(opts: EmbedOptions, model, device, dataset=None) -> Plan:
+    """Every check of a request, in the order that costs least: the name and flags, the dataset (read and
+    checked unless given), the caption perturbation, the encoder (loaded), its layers (traced on one input)."""
     base, layers, spec = _plan(opts, model)
     perturb = _perturbation(opts, spec.modalities)
-
-    def path(layer, modality):
-        return side_file(opts.data_dir, opts.name, Side(base.at(layer).text, modality, perturbation=perturb))
-
     dataset = dataset if dataset is not None else open_dataset(opts)
     check_with_dataset(opts, model, dataset)
     classes = isinstance(dataset, ClassesDataset)
@@ -422,61 +450,91 @@ def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=No
     _perturbation(opts, encoder.modalities)  # hf: ids know their modalities only once loaded
     taps = taps_of(layers)
     encoder.check_layers(taps)  # before any extraction: a typo costs nothing
+    traces = {}
     if opts.list_layers or taps:
         with torch.inference_mode():
             traces = {m: encoder.trace(m, _one_input(encoder, dataset, m)) for m in encoder.modalities}
-    lines = []
+    plan = Plan(opts, base, spec, perturb, dataset, encoder, device, taps, traces, runs={})
     if opts.list_layers:
-        for modality, shapes in traces.items():
-            lines.append(f"# {base} {modality}: module path, output shape for one input")
-            lines += [f"{p}\t{'not run' if shape is None else shape}" for p, shape in shapes.items()]
-        return lines
-    # which layers each modality runs (CLIP's vision layers are not run for text)
-    runs = {m: [l for l in layers if l == FINAL or isinstance(traces[m].get(l), tuple)]
-            for m in encoder.modalities if _wanted(perturb, m)}
-    unrun = [l for l in taps if not any(l in v for v in runs.values())]
+        return plan
+    plan.runs = {m: [l for l in layers if l == FINAL or isinstance(traces[m].get(l), tuple)]
+                 for m in encoder.modalities if _wanted(perturb, m)}
+    unrun = [l for l in taps if not any(l in v for v in plan.runs.values())]
     if unrun:
         raise UsageError(f"{base}: layer(s) {', '.join(unrun)} give no tensor when it computes its rows "
                          f"(see --list-layers)")
-    if classes and taps_of(runs.get("text", [])):  # a two-tower model's text taps
+    if classes and taps_of(plan.runs.get("text", [])):  # a two-tower model's text taps
         raise _no_class_text_taps()
-    outputs = [path(layer, m) for m, its_layers in runs.items() for layer in its_layers]  # what it writes
+    return plan
+
+
+def layer_listing(plan: Plan):
+    """--list-layers: each modality's module paths with their output shapes for one input."""
+    lines = []
+    for modality, shapes in plan.traces.items():
+        lines.append(f"# {plan.base} {modality}: module path, output shape for one input")
+        lines += [f"{p}\t{'not run' if shape is None else shape}" for p, shape in shapes.items()]
+    return lines
+
+
+def extract_rows(plan: Plan, modality, todo, rank=0, world=1):
+    """The rows of ``todo`` (layer -> output file) for one modality, in one forward pass a batch. Returns
+    (layer -> rows, the batch size used); ranks other than 0 return their share's rows unsaved."""
+    opts, encoder, dataset, perturb = plan.opts, plan.encoder, plan.dataset, plan.perturb
+    batch_size = resolve_batch_size(opts.batch_size, plan.device, modality)
+    if modality == "img" and opts.fold_bn:
+        encoder.fold_batchnorm(_one_input(encoder, dataset, "img"), keep=plan.taps)
+    if plan.classes and modality == "text":  # one row per class: the mean over its texts
+        return {FINAL: extract_class_texts(encoder, dataset, batch_size, opts.precision,
+                                           progress=not opts.quiet and rank == 0)}, batch_size
+    image_perturb = (image_perturbation(perturb, opts.perturb_seed)
+                     if perturb is not None and modality == "img" else None)
+    rows = extract_layers(encoder, dataset, modality, todo, batch_size, opts.num_workers, opts.precision,
+                          opts.chunk_size, rank, world, progress=not opts.quiet, fresh=opts.overwrite,
+                          perturb=image_perturb,
+                          perturbation=perturb.record(opts.perturb_seed) if perturb else None)
+    return rows, batch_size
+
+
+def save_rows(plan: Plan, modality, todo, rows, batch_size):
+    """Each layer's rows checked (finite) and written with its sidecar, tensor first (files.save_embeddings);
+    the chunks of a resumable extraction removed after. Returns the lines to print."""
+    lines = []
+    for layer, out in todo.items():
+        check_finite(rows[layer], out, plan.base.at(layer).text, plan.opts)
+        save_embeddings(rows[layer], out, make_sidecar(plan, layer, modality, batch_size))
+        remove_partial(out)
+        lines.append(f"wrote {out} ({rows[layer].shape[0]} x {rows[layer].shape[1]})")
+    return lines
+
+
+def extract_model(opts: EmbedOptions, model, device, rank=0, world=1, dataset=None):
+    """Embeddings of ``model`` over ``opts.dataset``: plan (every check, the encoder loaded), then per
+    modality extract and save every requested layer, files that exist skipped unless opts.overwrite. Returns
+    the lines to print (what was written or skipped; --list-layers: the module paths); ranks other than 0
+    write nothing and return []."""
+    plan = plan_model(opts, model, device, dataset)
+    if opts.list_layers:
+        return layer_listing(plan)
+    lines = []
     # rank 0 holds a lock beside each output: a second extraction of it is refused, so neither can discard or
     # delete the other's chunks
-    with output_lock(outputs) if rank == 0 else contextlib.nullcontext():
-        for modality, its_layers in runs.items():
+    with output_lock(plan.outputs) if rank == 0 else contextlib.nullcontext():
+        for modality, its_layers in plan.runs.items():
             todo = {}
             for layer in its_layers:
-                if path(layer, modality).exists() and not opts.overwrite:
-                    lines.append(f"{path(layer, modality)} exists, skipped (--overwrite to recompute)")
+                if plan.path(layer, modality).exists() and not opts.overwrite:
+                    lines.append(f"{plan.path(layer, modality)} exists, skipped (--overwrite to recompute)")
                 else:
-                    todo[layer] = path(layer, modality)
+                    todo[layer] = plan.path(layer, modality)
             if not todo:
                 continue
-            batch_size = resolve_batch_size(opts.batch_size, device, modality)
-            if modality == "img" and opts.fold_bn:
-                encoder.fold_batchnorm(_one_input(encoder, dataset, "img"), keep=taps)
-            if classes and modality == "text":  # one row per class: the mean over its texts
-                rows = {FINAL: extract_class_texts(encoder, dataset, batch_size, opts.precision,
-                                                   progress=not opts.quiet and rank == 0)}
-            else:
-                image_perturb = (image_perturbation(perturb, opts.perturb_seed)
-                                 if perturb is not None and modality == "img" else None)
-                rows = extract_layers(encoder, dataset, modality, todo, batch_size, opts.num_workers,
-                                      opts.precision, opts.chunk_size, rank, world, progress=not opts.quiet,
-                                      fresh=opts.overwrite, perturb=image_perturb,
-                                      perturbation=perturb.record(opts.perturb_seed) if perturb else None)
-            if rank != 0:
-                continue
-            for layer, out in todo.items():
-                check_finite(rows[layer], out, base.at(layer).text, opts)
-                sidecar = make_sidecar(opts, base, spec, encoder, dataset, layer, modality, batch_size, perturb)
-                save_embeddings(rows[layer], out, sidecar)
-                remove_partial(out)
-                lines.append(f"wrote {out} ({rows[layer].shape[0]} x {rows[layer].shape[1]})")
+            rows, batch_size = extract_rows(plan, modality, todo, rank, world)
+            if rank == 0:
+                lines += save_rows(plan, modality, todo, rows, batch_size)
     if rank != 0:
         return []
-    if dataset.dropped:
-        lines.append(f"dropped {len(dataset.dropped)} image(s), listed in the sidecar: "
-                     + json.dumps(dict(list(dataset.dropped.items())[:3]), default=str))
+    if plan.dataset.dropped:
+        lines.append(f"dropped {len(plan.dataset.dropped)} image(s), listed in the sidecar: "
+                     + json.dumps(dict(list(plan.dataset.dropped.items())[:3]), default=str))
     return lines

@@ -6,7 +6,7 @@ once; then each method builds its graph, retrieval top-1/5/10 (-1 without a grap
 and matching accuracy. A one-sided task (``Task.sides == 1``, the probe) has no method: per seed it fills its
 own score columns and leaves the matching and metric columns empty. Every configuration writes its own CSVs,
 as the paper's run.py did, through the results store (``src/results.py``: the files, their columns, summary.csv
-and ``finished``; its names are importable from here as before).
+and ``finished``).
 """
 import logging
 import time
@@ -19,24 +19,7 @@ from . import metrics
 from .config import Config
 from .errors import DataError
 from .names import parse_side
-from .results import (  # noqa: F401 (the results store's names, for callers that import them from here)
-    IDENTITY_COLUMNS,
-    METRIC_COLUMNS,
-    PAPER_COLUMNS,
-    RESULT_COLUMNS,
-    RUN_COLUMNS,
-    SEEDWISE_COLUMNS,
-    SIDE_COLUMNS,
-    append_summary,
-    check_output_dirs,
-    check_output_files,
-    finished,
-    input_digests,
-    read_summary,
-    result_columns,
-    seedwise_columns,
-    write_outputs,
-)
+from .results import METRIC_COLUMNS, check_output_dirs, check_output_files, input_digests, write_outputs
 from .retrieval import get_retrieval
 from .sides import load_side, require_distinct
 from .tasks import TASKS

@@ -247,7 +247,8 @@ def run_specs(configs, device="auto", gpu=None, overwrite=False, progress=True):
     prepared as its job will prepare it (files present, rows, dimensions, cluster files), one group at a time
     so that the submitting process never holds more than one group's embeddings.
     Returns (specs, the configurations skipped because their results exist)."""
-    from .experiment import finished, group_configs, prepare
+    from .experiment import group_configs, prepare
+    from .results import finished
     for cfg in configs:
         cfg.check()
     done = set() if overwrite else {cfg for cfg in configs if finished(cfg)}

@@ -12,12 +12,13 @@ import sys
 from .cli import DataError, UsageError, check_device_name, resolve_device
 from .config import Config
 from .demo import DEMO_DATA, DEMOS, demo_note
-from .experiment import check_output_files, prepare, run_and_write
+from .experiment import prepare, run_and_write
 from .files import TABLE_NAME
 from .launch import launch_options
 from .methods import METHODS
 from .names import check_path_part, parse_side
 from .perturb import INPUT, KINDS
+from .results import check_output_files
 from .tasks import TASKS
 
 # ----------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import cluster
 import get_embeds
 import run
 import tiny_models as tm
-from src import experiment, extraction, files, metrics
+from src import experiment, extraction, files, metrics, results
 from src.files import save_embeddings, tensor_digest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,8 +284,8 @@ def test_a_summary_saved_by_a_spreadsheet_keeps_its_columns(workdir):
     summary = workdir / "results" / "summary.csv"
     summary.write_bytes(b"\xef\xbb\xbf" + summary.read_bytes().replace(b"\n", b"\r\n"))  # BOM, CRLF
     assert run.main(["--m", "relative"] + ARGS) == 0
-    header, rows = experiment.read_summary(summary)
-    assert header == experiment.RESULT_COLUMNS and len(rows) == 2
+    header, rows = results.read_summary(summary)
+    assert header == results.RESULT_COLUMNS and len(rows) == 2
 
 
 # ---- 3. names that escape their folders -------------------------------------------------------------------

@@ -251,7 +251,7 @@ def test_overwrite_reruns_finished_configurations(workdir, capsys):
 
 
 def test_a_results_file_of_another_configuration_is_not_finished(workdir, capsys):
-    from src.experiment import finished
+    from src.results import finished
     assert run.main(PAIRS + ["--launcher", "debug"]) == 0
     cfg = configs_of(PAIRS)[0]
     assert finished(cfg)
@@ -266,7 +266,7 @@ def test_a_results_file_of_another_configuration_is_not_finished(workdir, capsys
 
 def test_a_result_without_its_seedwise_rows_is_not_finished(workdir, capsys):
     """Issue 29's sweep: the per-seed CSV deleted, or a new --seedwise-dir: the resume recomputes."""
-    from src.experiment import finished
+    from src.results import finished
     assert run.main(PAIRS + ["--launcher", "debug"]) == 0
     cfg = configs_of(PAIRS)[0]
     os.remove(cfg.output_paths()["seedwise"])

@@ -9,8 +9,8 @@ import torch
 import run
 from conftest import make_pair
 from src.blind_methods import BLIND_METHODS
-from src.experiment import append_summary, result_columns, seedwise_columns
 from src.metrics import METRICS
+from src.results import append_summary, result_columns, seedwise_columns
 
 PAPER_SEEDWISE = ["Base data", "Query data", "Source model", "Target model", "method", "base_samples",
                   "query_samples", "clustering_mode", "stretch", "seed1", "seed2", "matching_acc", "top_1",
