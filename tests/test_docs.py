@@ -80,8 +80,9 @@ def test_the_checker_finds_a_number_that_differs(tmp_path, monkeypatch):
         check_numbers.run_command("python run.py --demo | head")
 
 
-# The demo (47 s on a 2-core CPU) and the cross-lingual page's two commands (each about as long); the depth
-# demo's page is checked by the same command line (python docs/tools/check_numbers.py docs/depth.md)
+# The demo (47 s on a 2-core CPU) and the cross-lingual page's two commands (together about 4 minutes under
+# load, most of it qap); the depth demo's page is checked by the same command line
+# (python docs/tools/check_numbers.py docs/depth.md)
 CHEAP = ["figure1.md", "cross_lingual.md"]
 
 
