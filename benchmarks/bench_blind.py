@@ -138,6 +138,7 @@ def figure(rows, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     sel = [r for r in rows if r[0] == "use:text" and r[1] == "use:text:de" and 20 <= r[2] <= 200]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for method in dict.fromkeys(r[3] for r in sel):
@@ -149,6 +150,10 @@ def figure(rows, path):
     axes[1].axhline(1.0, color="k", ls="--", lw=1)
     axes[0].set(xscale="log", xlabel="N", ylabel="matching accuracy", ylim=(0, 1.02))
     axes[1].set(xscale="log", xlabel="N", ylabel="objective / truth's objective")
+    sizes = sorted({r[2] for r in sel})
+    for ax in axes:   # the sizes run, as plain numbers (a log axis labels its minor ticks 2x10^1, 3x10^1, ...)
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     axes[0].legend(fontsize=7)
     fig.suptitle("Blind matching, use:text vs use:text:de (flickr1k, 3 seeds)", fontsize=9)
     fig.tight_layout()

@@ -18,8 +18,9 @@ Solvers (one class each, options as constructor arguments, ``solve(X, Y) -> Solu
 - ``FAQSolver``: seeded-FAQ restarts with no anchors (``src/faq.py``), the peers' baseline;
 - ``BlindSolver``: a portfolio of starts (sorted kernel profiles matched by the assignment, spectral Procrustes
   with sign flips, FAQ, Gromov-Wasserstein from N = 150), each improved by a best-improvement 2-swap local
-  search, then a tabu search from the best ones within a step budget (an optional time limit); the best
-  objective wins;
+  search, then a tabu search from the best ones within a step budget (an optional time limit), then from
+  N = 100 one more start, self-learning (an orthogonal map fitted to the matching found, in a dimension
+  chosen by held-out pairs) descended; the best objective wins;
 - ``GWSolver``: entropic Gromov-Wasserstein (POT) with the log-domain Sinkhorn, rounded by the assignment;
 - ``ExactSolver``: every permutation (N <= MAX_EXACT): the certified optimum;
 - ``RosettaSolver``: for large N, k-means centres of each side matched blind (``BlindSolver``), then
@@ -90,6 +91,9 @@ class Solution:
 # ----------------------------------------------------------------------------------------------------------
 # The 2-swap neighbourhood
 # ----------------------------------------------------------------------------------------------------------
+
+TABU = 1e300   # subtracted from a tabu swap's gain (gains are sums of kernel products, far below it)
+
 
 class SwapSearch:
     """A permutation with what makes every 2-swap's gain one O(N^2) pass: Bp = B[p][:, p] and C = A Bp.
@@ -184,8 +188,8 @@ class SwapSearch:
         self.f = self.exact() if gain is None else self.f + float(gain)
         if G is not None:
             dx = np.subtract.outer(col_diff, col_diff)
+            row_diff *= 2                          # (x_u - x_v) 2 (y_u - y_v): the factor 2 on N entries
             dx *= np.subtract.outer(row_diff, row_diff)
-            dx *= 2
             G -= dx
             rows = self.gain_rows(np.array([i, j]))
             G[[i, j]] = rows
@@ -227,6 +231,7 @@ class SwapSearch:
         held_until = np.zeros((n, n), dtype=np.int64)
         best = self.snapshot()
         G = self.gains()
+        masked = np.empty_like(G)
         step = 0
         for step in range(1, iterations + 1):
             if deadline is not None and step % 16 == 0 and time.perf_counter() > deadline:
@@ -240,10 +245,13 @@ class SwapSearch:
                 held = held_until > step
                 held &= held.T
                 np.fill_diagonal(held, True)
-                masked = np.where(held, -np.inf, G)
+                # tabu gains pushed to about -1e300 by arithmetic, not by np.where (whose branch on this
+                # irregular mask costs three times the argmax and the arithmetic together)
+                np.multiply(held, TABU, out=masked)
+                np.subtract(G, masked, out=masked)
                 k = int(np.argmax(masked))
-                if masked.flat[k] == -np.inf:   # every swap tabu: take the best one
-                    masked = G.copy()
+                if held.flat[k]:   # every swap tabu: take the best one
+                    np.copyto(masked, G)
                     np.fill_diagonal(masked, -np.inf)
                     k = int(np.argmax(masked))
             i, j = divmod(k, n)
@@ -313,6 +321,55 @@ def procrustes_starts(A, B, flips=4, dim=10, iters=4):
     return out
 
 
+def _unit_rows(E):
+    return E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+
+
+def orthogonal_map(EA, EB):
+    """The orthogonal R minimising ||EA R - EB|| (Schoenemann's Procrustes)."""
+    U, _, Vt = np.linalg.svd(EA.T @ EB)
+    return U @ Vt
+
+
+def held_out_agreement(EA, EB, p, folds=5):
+    """How well an orthogonal map between these coordinates generalises over the pairs (i, p_i), with no truth:
+    the share of rows whose nearest target under the map fitted to the other folds' pairs is p_i."""
+    n = len(p)
+    hits = 0
+    for f in range(folds):
+        test = np.arange(f, n, folds)
+        train = np.setdiff1d(np.arange(n), test)
+        R = orthogonal_map(EA[train], EB[p[train]])
+        hits += int(np.sum(np.argmax(EA[test] @ R @ EB.T, axis=1) == p[test]))
+    return hits / n
+
+
+REFINE_FROM = 100     # the refinement from this many items on (below, 0.94 -> 0.91 at N = 50: too few pairs a fold)
+REFINE_DIMS = (0.05, 0.08, 0.1, 0.12, 0.16, 0.2, 0.25, 0.3, 0.4)   # the dimensions it tries, fractions of N
+
+
+def refine_start(A, B, p, iters=20):
+    """Self-learning from a found matching p (VecMap's refinement; Rosetta's Wasserstein Procrustes): both
+    kernels' spectral coordinates (rows L2-normalised) in the dimension whose orthogonal map, fitted to p's
+    pairs, best predicts held-out pairs (``held_out_agreement``: a map of too few dimensions misses structure,
+    one of too many fits p's wrong pairs too), then the map and the assignment alternately until the matching
+    stops changing. A start, not a result: the caller descends from it and keeps the better objective.
+    Returns (perm, dim)."""
+    n = len(A)
+    dims = sorted({min(n - 1, max(2, round(f * n))) for f in REFINE_DIMS})
+    FA, FB = spectral_embedding(A, dims[-1]), spectral_embedding(B, dims[-1])
+    coords = {d: (_unit_rows(FA[:, :d]), _unit_rows(FB[:, :d])) for d in dims}
+    dim = max(dims, key=lambda d: held_out_agreement(*coords[d], p))    # the first of equals
+    EA, EB = coords[dim]
+    q = np.asarray(p, dtype=np.int64)
+    for _ in range(iters):
+        nq = linear_assignment(-(EA @ orthogonal_map(EA, EB[q])) @ EB.T)[1]
+        if np.array_equal(nq, q):
+            break
+        q = nq
+    return q, dim
+
+
 def faq_start(A, B, restarts, seed):
     """The best of ``restarts`` seeded-FAQ runs with no anchors (``src/faq.py``)."""
     from . import faq
@@ -329,6 +386,7 @@ def gw_start(A, B):
 
 STARTS = ("profile", "procrustes", "faq", "gw", "random")
 AUTO_STARTS = ("profile", "procrustes", "faq")
+REFINE = ("auto", "on", "off")
 GW_FROM = 150     # "auto" adds the gw start from this many items on (it costs 1-3 s at N = 100-200, one thread)
 
 
@@ -389,11 +447,13 @@ class BlindSolver(Solver):
     here each entry lasts tenure N steps plus up to as many again, drawn: a long memory, since short ones
     (N / 4) cycled among a few local optima of these kernels);
     seconds: a wall-clock limit on the whole solve (None, the default: none, so that the step budget ends the
-    search and the result does not depend on the machine; ``info["stopped"]`` says when the limit ended it).
+    search and the result does not depend on the machine; ``info["stopped"]`` says when the limit ended it);
+    refine: "auto" (from ``REFINE_FROM`` items on), "on" or "off": a last start, ``refine_start`` from the
+    search's result, descended, replaces it when its objective is higher (``info["refined"]``).
     """
 
     def __init__(self, kernel="linear", starts=None, keep=3, iterations=None, tenure=2.0, seconds=None,
-                 faq_restarts=8, seed=0):
+                 faq_restarts=8, seed=0, refine="auto"):
         unknown = set(starts or ()) - set(STARTS)
         if unknown:
             raise ValueError(f"unknown starts {sorted(unknown)}; use some of {STARTS}")
@@ -401,6 +461,9 @@ class BlindSolver(Solver):
             raise ValueError(f"tenure {tenure}: must be positive")
         self.kernel, self.starts, self.keep, self.tenure = kernel, tuple(starts) if starts else None, keep, tenure
         self.iterations, self.seconds, self.faq_restarts, self.seed = iterations, seconds, faq_restarts, seed
+        if refine not in REFINE:
+            raise ValueError(f"refine {refine!r}: use one of {REFINE}")
+        self.refine = refine
 
     def candidates(self, A, B, rng):
         out = []
@@ -450,9 +513,16 @@ class BlindSolver(Solver):
         if budget - steps > 0:
             steps += s.tabu(budget - steps, rng, deadline, tenure)
         stopped = deadline is not None and time.perf_counter() > deadline
+        info = {"start": kind, "steps": steps, "stopped": stopped}
+        if self.refine == "on" or (self.refine == "auto" and n >= REFINE_FROM):
+            q, info["refine_dim"] = refine_start(A, B, s.p)
+            r = SwapSearch(A, B, q)
+            r.descend()
+            info["refined"] = r.f > s.f + s.tol()     # only a better objective replaces the search's result
+            if info["refined"]:
+                s = r
         p = s.p.copy()
-        return Solution(p, objective(A, B, p), {"start": kind, "steps": steps, "stopped": stopped,
-                                                "seconds": time.perf_counter() - t0})
+        return Solution(p, objective(A, B, p), {**info, "seconds": time.perf_counter() - t0})
 
 
 class GWSolver(Solver):
@@ -470,22 +540,26 @@ class GWSolver(Solver):
         import warnings
 
         import ot
+        # torch tensors select POT's torch backend: its logsumexp is about 4x faster than scipy's at N = 200
+        # (the numpy backend's), with the same coupling to 1e-16
+        A, B = torch.as_tensor(A, dtype=torch.float64), torch.as_tensor(B, dtype=torch.float64)
         n = len(A)
-        p = q = np.full(n, 1.0 / n)
-        T = np.outer(p, q)
+        p = q = torch.full((n,), 1.0 / n, dtype=torch.float64)
+        T = torch.outer(p, q)
         start = max(self.start, self.epsilon)
         for k in range(self.iterations):
             eps = start * (self.epsilon / start) ** (k / max(1, self.iterations - 1))
             cost = -(A @ T @ B)                  # gradient of -sum A T B T^T (up to a factor 2)
-            cost = (cost - cost.min()) / max(np.ptp(cost), 1e-300)
+            low = cost.min()
+            cost = (cost - low) / max(float(cost.max() - low), 1e-300)
             with warnings.catch_warnings():    # an unconverged inner Sinkhorn still gives a usable step
                 warnings.simplefilter("ignore")
                 new = ot.sinkhorn(p, q, cost, eps, method="sinkhorn_log", numItermax=100, stopThr=1e-6)
-            change = np.abs(new - T).sum()
+            change = float((new - T).abs().sum())
             T = new
             if change < self.tol and eps <= self.epsilon * 1.0001:
                 break
-        return T
+        return T.numpy()
 
     def solve_kernels(self, A, B):
         T = self.coupling(A, B)

@@ -72,6 +72,10 @@ class BlindSearch(BlindMethod):
     blind_tenure: float = option(2.0, "--blind-tenure", "blind: tabu tenure, a multiple of N (each entry lasts "
                                  "tenure N steps plus up to as many again)")
     blind_seconds: float = seconds_option()
+    blind_refine: str = option("auto", "--blind-refine",
+                               f"blind: self-learning from the matching found (an orthogonal map between the "
+                               f"kernels' spectral coordinates, then the assignment), kept when its objective "
+                               f"is higher (auto: from N = {blind.REFINE_FROM})", choices=blind.REFINE)
     cost_flags = ("--blind-iterations", "--blind-seconds")
 
     def starts(self):
@@ -93,7 +97,7 @@ class BlindSearch(BlindMethod):
     def solver(self, n, seed):
         return blind.BlindSolver(self.kernel, starts=self.starts(), keep=self.blind_keep,
                                  iterations=self.blind_iterations or None, tenure=self.blind_tenure,
-                                 seconds=self.blind_seconds or None, seed=seed)
+                                 seconds=self.blind_seconds or None, seed=seed, refine=self.blind_refine)
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,46 @@ def test_gw_on_standardised_kernels_is_finite_and_recovers_a_planted_pair():
     assert (blind.GWSolver(kernel="distance").solve(X, Y).perm == np.arange(30)).all()
 
 
+def plain_held_out_agreement(EA, EB, p, folds):
+    """Per fold, the orthogonal map minimising ||EA_train R - EB_p(train)|| (SVD of the cross-covariance),
+    then for each held-out row the target of highest inner product with its mapped row."""
+    n, hits = len(p), 0
+    for f in range(folds):
+        test = [i for i in range(n) if i % folds == f]
+        train = [i for i in range(n) if i % folds != f]
+        U, _, Vt = np.linalg.svd(EA[train].T @ EB[p[train]])
+        R = U @ Vt
+        for i in test:
+            hits += int(max(range(n), key=lambda j: float(EA[i] @ R @ EB[j])) == p[i])
+    return hits / n
+
+
+def test_held_out_agreement_equals_its_plain_definition():
+    rng = np.random.default_rng(3)
+    EA, EB = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    for p in (np.arange(30), rng.permutation(30)):
+        assert blind.held_out_agreement(EA, EB, p, folds=5) == plain_held_out_agreement(EA, EB, p, 5)
+
+
+def test_refinement_repairs_a_partly_wrong_matching_and_only_a_better_objective_is_kept():
+    X, Y = noisy_pair(n=120, d=12, noise=0.05, seed=4)
+    A, B = blind.linear_kernel(X), blind.linear_kernel(Y)
+    rng = np.random.default_rng(0)
+    p = np.arange(120)
+    wrong = rng.choice(120, 36, replace=False)      # 30% of the pairs wrong
+    p[wrong] = p[rng.permutation(wrong)]
+    q, dim = blind.refine_start(A, B, p)
+    assert np.array_equal(q, np.arange(120)) and 2 <= dim < 120
+    # the solver's refinement is one more start: its objective is never below the search's without it
+    kw = dict(starts=("random",), iterations=50, seed=1)
+    off = blind.BlindSolver(refine="off", **kw).solve(X, Y)
+    on = blind.BlindSolver(refine="on", **kw).solve(X, Y)
+    assert on.objective >= off.objective - 1e-9
+    assert on.info["refined"] == (on.objective > off.objective + 1e-9)
+    assert on.info["refined"] or np.array_equal(on.perm, off.perm)
+    assert "refined" not in blind.BlindSolver(**kw).solve(X[:60], Y[:60]).info     # auto: from REFINE_FROM
+
+
 def test_method_and_scorer_use_the_truth_only_to_score():
     X, Y = noisy_pair(n=20, noise=0.05, seed=7)
     sq, tq = torch.as_tensor(X), torch.as_tensor(Y)
