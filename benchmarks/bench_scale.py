@@ -279,6 +279,11 @@ def run_assignment(spec):
     del d
     linear_assignment(graph[:64, :64], maximize=True)           # warm-up (imports, first calls)
     linear_sum_assignment(graph[:64, :64], maximize=True)
+    # and the memory: the first matrices of this size a process touches cost about 0.5 s per 200 MB (the
+    # kernel finds and zeroes fresh pages), later ones almost nothing; without this, whichever solver ran
+    # first would pay it for both (as run.py pays it once, for the graph, before its Hungarian steps)
+    for _ in range(2):
+        np.ones_like(graph).sum()
     out, cols = {}, {}
     for name, solve in (("new", linear_assignment), ("scipy", linear_sum_assignment)):
         if name == "scipy" and spec["skip_scipy"]:

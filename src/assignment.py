@@ -103,7 +103,7 @@ def solve_square(C, v=None, k=K_BEST, extra=None, info=None):
     k = min(k, n - 1)
     v = _column_minima(C) if v is None else np.asarray(v, dtype=np.float64).copy()
     u = _row_minima(C, v)
-    scale = np.abs(C).max()
+    scale = max(C.max(), -C.min())      # max |C| without an n x n temporary
     mask = _candidates(C, u, v, k)        # n x n bool: the candidate set
     if extra is not None:
         mask[np.arange(n), np.asarray(extra, dtype=np.int64)] = True
