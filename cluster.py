@@ -2,16 +2,16 @@
 
 The paper's command works as written:  python cluster.py --m dinov2 --d coco --nc 320  (-t for text)
 """
+import os
 import sys
 
 from src.cli import ArgumentParser, DataError, UsageError, run_main
 from src.clustering import cluster_anchors
 from src.encoders import REGISTRY
-from src.files import load_embeddings, save_cluster, side_file
-from src.hints import make_hint
+from src.files import save_cluster, side_file
 from src.names import Side, check_path_part, parse_model
 from src.perturb import parse_input_perturbation
-from src.sides import require_distinct
+from src.sides import load_side, require_distinct
 
 
 def build_parser():
@@ -45,13 +45,17 @@ def main(argv=None):
         if args.n_clusters < 1:
             raise UsageError(f"--nc {args.n_clusters}: must be at least 1")
         check_path_part(args.dataset, "--d (the dataset name)")  # the dataset name becomes part of file names
+        if os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+            raise UsageError(f"--data-dir {args.data_dir} is a file, not a folder: pass the folder get_embeds.py "
+                             f"wrote the embeddings into (its --data-dir, default data)")
         modality = "text" if args.text else "img"
         perturb = None if args.perturb is None else parse_input_perturbation(args.perturb, (modality,))
         side = Side(args.model, modality, perturbation=perturb)
         src = side_file(args.data_dir, args.dataset, side)
         if not src.exists() and _modality_hint(args.model, modality):
             raise UsageError(f"{src} does not exist: {_modality_hint(args.model, modality)}")
-        X = load_embeddings(src, fix=make_hint(args.dataset, args.model, src, perturbation=perturb))
+        # as run.py reads a side: rows and sidecar checked to agree (a cut write, a file replaced by hand)
+        X = load_side(args.data_dir, args.dataset, side).rows
         require_distinct(X, str(src), "k-means on one repeated vector picks arbitrary anchors; re-extract it")
         if args.n_clusters > X.shape[0]:
             raise DataError(f"--nc {args.n_clusters} clusters, but {src} has only {X.shape[0]} rows; lower --nc")

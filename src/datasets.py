@@ -75,6 +75,7 @@ class CaptionsDataset:
     paths: list
     captions: list
     dropped: dict = field(default_factory=dict)   # image id -> reason, with --skip-missing
+    dropped_files: tuple = ()                      # their image files, relative to image_dir
 
     def __len__(self):
         return len(self.ids)
@@ -115,6 +116,14 @@ def load_dataset(name, images=None, captions=None, skip_missing=False, classes=N
         return load_classes_dataset(name, images, classes, templates, skip_missing, descriptions)
     image_dir, captions_file = resolve_locations(name, images, captions)
     try:
+        _, repeated = load_json(Path(captions_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        repeated = []     # pycocotools below says what is wrong with the file
+    if repeated:
+        raise DataError(f"{captions_file} lists the key(s) {_examples(sorted(set(map(str, repeated))))} more than "
+                        f"once in one object (JSON keeps only the last, so e.g. a second \"annotations\" would "
+                        f"replace the first); merge them into one")
+    try:
         from pycocotools.coco import COCO
         with contextlib.redirect_stdout(sys.stderr):  # COCO() prints progress to stdout
             coco = COCO(str(captions_file))
@@ -126,7 +135,7 @@ def load_dataset(name, images=None, captions=None, skip_missing=False, classes=N
         repeated = [i for i, n in Counter(map(str, listed)).items() if n > 1]
         raise DataError(f"{captions_file}: images[] lists image id(s) {_examples(repeated, key=str)} more than "
                         f"once; give each image one entry (its captions refer to it by id)")
-    ids, paths, caps, dropped, empty = [], [], [], {}, {}
+    ids, paths, caps, dropped, empty, dropped_files = [], [], [], {}, {}, []
     for img_id in sorted(coco.imgs, key=_id_order):
         info = coco.imgs[img_id]
         if not isinstance(info, dict) or not isinstance(info.get("file_name"), str):
@@ -145,6 +154,7 @@ def load_dataset(name, images=None, captions=None, skip_missing=False, classes=N
                 raise DataError(f"image id {img_id} ({path}): {problem}. Fix the file or the captions json, "
                                 f"or pass --skip-missing to drop such images from both modalities alike")
             dropped[img_id] = f"{info['file_name']}: {problem}"
+            dropped_files.append(info["file_name"])
             continue
         ids.append(img_id)
         paths.append(path)
@@ -159,7 +169,7 @@ def load_dataset(name, images=None, captions=None, skip_missing=False, classes=N
                                             sum(empty.values()), len(empty))
     if not ids:
         raise DataError(f"{captions_file} lists no usable images under {image_dir}")
-    return CaptionsDataset(name, image_dir, captions_file, ids, paths, caps, dropped)
+    return CaptionsDataset(name, image_dir, captions_file, ids, paths, caps, dropped, tuple(dropped_files))
 
 
 def _id_order(i):
@@ -251,6 +261,11 @@ class ClassesDataset:
     descriptions_digest: object = None  # sha1 of the file's bytes
     captions_file = None          # not a captions dataset (read by code written for CaptionsDataset)
 
+    @property
+    def dropped_files(self):
+        """The image files --skip-missing dropped, relative to image_dir (their ids are those paths)."""
+        return tuple(self.dropped)
+
     def __len__(self):
         return len(self.ids)
 
@@ -301,6 +316,19 @@ def _examples(items, k=3, key=None):
     return ", ".join(repr(i) for i in items[:k]) + (f" (+{len(items) - k} more)" if len(items) > k else "")
 
 
+def load_json(text):
+    """(the parsed JSON, the keys that some object of it lists more than once): ``json.loads`` keeps the last of
+    a repeated key without a word, so a class name, a list of sentences or a captions file's ``annotations``
+    would vanish. Raises ValueError when text is not JSON."""
+    repeated = []
+
+    def hook(pairs):
+        counts = Counter(k for k, _ in pairs)
+        repeated.extend(k for k, c in counts.items() if c > 1)
+        return dict(pairs)
+    return json.loads(text, object_pairs_hook=hook), repeated
+
+
 def class_folders(root):
     """Sorted names of the sub-folders of root (hidden ones, such as .ipynb_checkpoints, left out)."""
     return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -314,10 +342,13 @@ def read_class_names(classes_file, folders, keys="folder"):
         return [f.replace("_", " ") for f in folders]
     path = Path(classes_file)
     try:
-        mapping = json.loads(path.read_text(encoding="utf-8"))
+        mapping, repeated = load_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise DataError(f"classes file {path} cannot be read ({type(e).__name__}: {e}); pass --classes a json "
                         f"object mapping each class {keys} to its class name")
+    if repeated:
+        raise DataError(f"classes file {path} lists the class {keys}(s) {', '.join(map(repr, repeated[:5]))} more "
+                        f"than once (JSON keeps only the last name); give each class {keys} one name")
     if not isinstance(mapping, dict) or not all(isinstance(v, str) and v.strip() for v in mapping.values()):
         example = '{"n01440764": "tench"}' if keys == "folder" else f'{{"{folders[0]}": "..."}}'
         raise DataError(f"classes file {path} is not a json object mapping each class {keys} to a non-empty "
@@ -375,14 +406,8 @@ def read_descriptions(descriptions_file, class_names):
     path = Path(descriptions_file)
     fix = ("pass --descriptions a json object mapping each class name to a list of sentences, e.g. "
            "{\"leopard\": [\"A leopard is a large wild cat.\", ...]}")
-    repeated = []
-
-    def no_repeats(pairs):  # json.loads keeps the last of a repeated key: the first list would vanish
-        keys = [k for k, _ in pairs]
-        repeated.extend(k for k in dict.fromkeys(keys) if keys.count(k) > 1)
-        return dict(pairs)
     try:
-        mapping = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_repeats)
+        mapping, repeated = load_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise DataError(f"descriptions file {path} cannot be read ({type(e).__name__}: {str(e)[:200]}); {fix}")
     if repeated:

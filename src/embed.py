@@ -48,6 +48,7 @@ from .files import (
     same_path,
     save_embeddings,
     side_file,
+    sidecar_path,
     stat_digest,
 )
 from .names import FINAL, ModelName, Side, check_path_part, parse_model
@@ -139,6 +140,9 @@ def check_model(opts: EmbedOptions, model):
     _plan(opts, model)
     check_model_name(model, opts.weights)
     for path in output_files(opts, model):
+        if path.exists() and not path.is_file():
+            raise DataError(f"{path}: a folder of that name is in the way (it is not an embeddings file); move "
+                            f"it away, or pass another --data-dir")
         if path.exists() and path.name.endswith("_text.pt"):
             check_class_text_file(path, opts)
         if path.exists() and not opts.overwrite:
@@ -160,9 +164,11 @@ def check_existing(path, opts: EmbedOptions):
     ``check_class_text_file``) and whole (its sidecar agrees with its rows). Otherwise one message that says
     what differs and to pass --overwrite."""
     sidecar = read_sidecar(path)
-    if sidecar is None:
-        return
-    check_pair(path, load_tensor(path), sidecar, "pass --overwrite to make it again")
+    if sidecar is None:    # nothing says what it was made from, so nothing can say it is what this would make
+        raise UsageError(f"{path} exists without its sidecar {sidecar_path(path)}, so it cannot be checked "
+                         f"against this command: add --overwrite to make it again (or put its sidecar back)")
+    check_pair(path, load_tensor(path, "pass --overwrite to make it again"), sidecar,
+               "pass --overwrite to make it again")
     differ = []
     recorded = sidecar.perturbation
     if opts.perturb is not None and recorded and recorded.get("seed") != opts.perturb_seed:
@@ -215,6 +221,11 @@ def _other_data(sidecar, opts: EmbedOptions):
         differ.append(f"images {sidecar.images} (this command: {_real(images)})")
     if images and _recorded(sidecar.images) and same_path(sidecar.images, images) and os.path.isdir(images):
         differ += _other_images(sidecar, images)
+        if sidecar.dropped_stat and sidecar.dropped_files \
+                and stat_digest(images, sidecar.dropped_files, missing_ok=True) != sidecar.dropped_stat:
+            differ.append(f"{len(sidecar.dropped_files)} image(s) left out by --skip-missing as they were (e.g. "
+                          f"{sidecar.dropped_files[0]}: repaired, replaced or put back since, so the rows this "
+                          f"command makes would differ)")
     if sidecar.task_data != "classes" and captions and _recorded(sidecar.captions):
         if not same_path(sidecar.captions, captions):
             differ.append(f"captions {sidecar.captions} (this command: {_real(captions)})")
@@ -361,6 +372,7 @@ def make_sidecar(plan: "Plan", layer, modality, batch_size):
                                                    plan.perturb)
     classes = isinstance(dataset, ClassesDataset)
     paths = getattr(dataset, "paths", None)
+    dropped_files = [str(f) for f in getattr(dataset, "dropped_files", ())]
     fields_ = dict(
         model=base.at(layer).text, base=base.base, layer=layer,
         init="random (torch.manual_seed(0))" if base.random else "pretrained",
@@ -377,6 +389,9 @@ def make_sidecar(plan: "Plan", layer, modality, batch_size):
         images_stat=None if paths is None or modality != "img" else
         stat_digest(dataset.image_dir, [os.path.relpath(p, dataset.image_dir) for p in paths]),
         image_ids=list(dataset.ids), dropped={str(k): v for k, v in dataset.dropped.items()},
+        # both modalities: an image repaired or put back since would now give a row of each
+        dropped_files=list(dropped_files) or None,
+        dropped_stat=stat_digest(dataset.image_dir, dropped_files, missing_ok=True) if dropped_files else None,
         files=None if classes or paths is None else [os.path.relpath(p, dataset.image_dir) for p in paths],
         precision=opts.precision, batch_size=batch_size, versions=_versions(),
         fold_bn=opts.fold_bn if modality == "img" else None,

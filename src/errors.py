@@ -4,6 +4,7 @@ The library raises these; ``src/cli.py`` turns them into one message and an exit
 ``src/`` imports the command-line layer.
 """
 import contextlib
+import errno
 import re
 
 
@@ -47,6 +48,6 @@ def unreadable_why(error, path=None):
     if pickled:
         return ("holds pickled Python objects, not plain tensors; it is not loaded, because loading them could "
                 "run code. Save plain tensors (torch.save(tensor, path)) or re-create the file")
-    if isinstance(error, OSError):
+    if isinstance(error, OSError) and error.errno != errno.EINVAL:   # torch reads a cut zip as EINVAL
         return f"cannot be read ({error.strerror or reason(error)})"
     return "is truncated or corrupt (not a complete torch file)"

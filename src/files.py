@@ -134,6 +134,8 @@ class Sidecar:
     image_ids: Optional[list] = None        # captions data: image id of each row; classes: "folder/file"
     files: Optional[list] = None            # captions data: the image file of each row (under ``images``)
     dropped: Optional[dict] = None
+    dropped_files: list | None = None       # --skip-missing: the files of the dropped images (under ``images``)
+    dropped_stat: str | None = None         # and their names, sizes and modification times ("missing" if none)
     n: Optional[int] = None
     d: Optional[int] = None
     dtype: Optional[str] = None
@@ -191,7 +193,7 @@ class Sidecar:
         if self.version > SIDECAR_VERSION:
             raise DataError(f"{path} is a version {self.version} sidecar, newer than this code reads "
                             f"({SIDECAR_VERSION}); update the repository")
-        for name in ("image_ids", "files", "labels", "classes", "folders", "templates"):
+        for name in ("image_ids", "files", "labels", "classes", "folders", "templates", "dropped_files"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), list):
                 bad(name, "a list")
         if self.image_ids is not None and not all(isinstance(i, (int, str)) and not isinstance(i, bool)
@@ -219,7 +221,7 @@ class Sidecar:
                                                   and {"kind", "level"} <= set(self.perturbation)):
             bad("perturbation", "an object with kind and level")
         for name in ("digest", "data_digest", "task_data", "model", "embeddings", "kind", "descriptions_digest",
-                     "captions_digest", "images_stat"):
+                     "captions_digest", "images_stat", "dropped_stat"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 bad(name, "a string")
 
@@ -270,16 +272,20 @@ def write_sidecar(path, sidecar: Sidecar):
 # Commands that make a missing file (for messages)
 # ----------------------------------------------------------------------------------------------------------
 
-def stat_digest(root, names):
+def stat_digest(root, names, missing_ok=False):
     """sha1 of each file's name (under root), size and modification time: an image replaced or touched shows,
     at the cost of a stat (reading every image again would cost an extraction's reading). None when a file is
-    missing."""
+    missing, unless missing_ok (then "missing" is hashed for it: an image --skip-missing dropped because it
+    was missing shows when it is put back)."""
     h = hashlib.sha1()
     for name in names:
         try:
             st = os.stat(os.path.join(root, name))
         except OSError:
-            return None
+            if not missing_ok:
+                return None
+            h.update(f"{name}\0missing\n".encode())
+            continue
         h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 

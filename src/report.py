@@ -30,7 +30,7 @@ from .correlations import correlation_table, format_correlations, is_missing, jo
 from .errors import DataError, UsageError
 from .files import CORRELATIONS_NAME, NOT_RESULTS, TABLE_NAME, atomic_write_bytes, atomic_write_text
 from .names import FINAL, parse_model, parse_side
-from .results import INPUT_COLUMNS
+from .results import INPUT_COLUMNS, cut_csv
 from .tasks import score_columns
 
 PERTURBATION_FIGURE, PERFORMANCE_FIGURE = "perturbation.png", "performance.png"
@@ -63,6 +63,10 @@ def read_results(results_dir):
     rows = []
     for path in sorted(results_dir.glob("*.csv")):
         if path.name in NOT_RESULTS:
+            continue
+        cut = cut_csv(path)
+        if cut:
+            _logger.warning("skipping %s: it %s; re-run its configuration to write it whole", path, cut)
             continue
         try:
             df = pd.read_csv(path)

@@ -279,6 +279,24 @@ def write_outputs(cfg, rows, avg):
     return paths
 
 
+def cut_csv(path):
+    """Why a CSV of run.py's is not whole (no newline at its end, a line with more or fewer fields than its
+    header, unreadable), or None. run.py writes every CSV whole (``write_together``): a cut one was truncated
+    afterwards (a copy or a disk that failed), and pandas would fill its short last row with blanks."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        return f"cannot be read ({type(e).__name__})"
+    if not text.endswith("\n"):
+        return "ends in a cut line (no newline at its end)"
+    try:
+        records = list(csv.reader(io.StringIO(text)))
+    except csv.Error as e:
+        return f"is not a comma CSV ({e})"
+    bad = [i for i, r in enumerate(records[1:], start=2) if len(r) != len(records[0])]
+    return f"line {bad[0]} has {len(records[bad[0] - 1])} fields, its header {len(records[0])}" if bad else None
+
+
 def _rows(path):
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -299,6 +317,11 @@ def finished(cfg):
     if not seedwise.is_file():  # written with the result: missing after a deletion, or under a new --seedwise-dir
         _logger.warning("%s has no per-seed rows beside it (%s is missing): it is not reused", path, seedwise)
         return False
+    for written in (path, seedwise):
+        cut = cut_csv(written)
+        if cut:
+            _logger.warning("%s %s (a write was cut): it is not reused", written, cut)
+            return False
     rows = _rows(path)
     if len(rows) != 1 or rows[0].get("config") != cfg.key():
         _logger.warning("%s is not the result of configuration %s (config column %r): it is not reused", path,
@@ -314,6 +337,10 @@ def finished(cfg):
         _logger.warning("%s: %s: it is not reused", path, why)
         return False
     summary = cfg.output_paths()["summary"]
+    if not summary.exists():
+        _logger.warning("%s is missing (deleted or moved), so %s has no row there: it is not reused (its run "
+                        "writes the row)", summary, path.name)
+        return False
     try:
         header, body = read_summary(summary) if summary.is_file() else (None, [])
     except DataError:

@@ -58,6 +58,10 @@ DEMO_SETS = ("method", "vid_model", "text_model", "source", "target", "base_samp
 PAPER_MODELS = ("vid_model", "text_model")
 
 
+# what --figure may end in: image formats matplotlib writes (tests/test_messages.py checks them against it)
+FIGURE_TYPES = ("png", "pdf", "svg", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp")
+
+
 def check_flags(args, parser):
     """Flag combinations that would be silently ignored or give wrong numbers."""
     given = [k for k in DEMO_SETS if getattr(args, k) != parser.get_default(k)]
@@ -78,6 +82,10 @@ def check_flags(args, parser):
         except UsageError:
             raise UsageError(f"--figure {args.figure!r}: give a file name; the figure goes into "
                              f"--results-dir") from None
+        if os.path.splitext(args.figure)[1].lower().lstrip(".") not in FIGURE_TYPES:
+            # a figure named summary.csv or table.csv would overwrite run.py's own files with an image
+            raise UsageError(f"--figure {args.figure!r}: give an image file name ending in one of "
+                             f"{', '.join('.' + t for t in FIGURE_TYPES)}, e.g. figure1.png")
     if args.report and args.launcher:
         raise UsageError("--report reads the CSVs already in --results-dir and runs nothing: drop --launcher")
     if args.overwrite and not args.launcher:
@@ -258,5 +266,5 @@ def sweep(args, configs, launch_opts):
     if rows:
         table_path, figure_path, text = report.write_report(rows, args.results_dir, x=args.x,
                                                             figure_name=figure_name(args))
-        print(f"\n{text}\n\nwrote {table_path}\nwrote {figure_path}")
+        print(f"\n{text}\n\nwrote {table_path}" + (f"\nwrote {figure_path}" if figure_path else ""))
     return launch.print_failures(outcome, len(specs))

@@ -197,6 +197,12 @@ def load_side_cluster(data_dir, dataset, loaded: LoadedSide, n_clusters, keep: t
     picks = load_cluster(path, loaded.rows.shape[0], f"make it with: {cmd}")
     sidecar = read_sidecar(path)
     check_pair(path, picks, sidecar, f"re-run: {cmd}")
+    if sidecar is None and loaded.sidecar is not None and (path, loaded.path) not in _SAID:
+        # the paper's cluster files have no sidecar, so one alone is read; beside embeddings that have one it
+        # cannot be tied to them (cluster.py writes both: this one's was removed, or it came from elsewhere)
+        _SAID.add((path, loaded.path))
+        _logger.warning("%s has no sidecar, so nothing ties its picks to the rows of %s (if those were re-made "
+                        "since, the anchors are another file's); to be sure, re-run: %s", path, loaded.path, cmd)
     if sidecar is not None and sidecar.n_clusters is not None and sidecar.n_clusters != n_clusters:
         raise DataError(f"{path} holds the anchors of {sidecar.n_clusters} clusters (cluster.py --nc "
                         f"{sidecar.n_clusters}), not of --b {n_clusters}; re-run: {cmd}")

@@ -3,10 +3,12 @@ command would make (exit 0, old rows), each through the scripts' own entry point
 downloaded: the text model is a tiny sentence-transformer loaded with --weights, the image model is pixels."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+import cluster
 import get_embeds
 import run
 import tiny_models as tm
@@ -231,3 +233,159 @@ def test_the_launcher_describes_a_one_sided_group():
                                           "--seeds", "0", "1"])
     (cfg,) = run.configs_from_args(args)
     assert _group_what([cfg]) == "pixels:img on cal (probe), seeds 0 1"
+
+
+# ---- the fourth sweep ----------------------------------------------------------------------------------------
+
+def small_run(tmp_path, *extra, method="linear"):
+    return run.main(["--m", method, "--b", "2", "--q", "3", "--seeds", "0", "--vid_model", "pixels", "--text_model",
+                     "minilm", "--base_data", "t", "--query_data", "t", "--results-dir", str(tmp_path / "r"),
+                     "--seedwise-dir", str(tmp_path / "s"), "-q", *extra])
+
+
+@pytest.fixture
+def two_sides(ds, tiny_st):
+    images, captions = ds
+    assert text(images, captions, tiny_st) == 0 and embed("pixels", images, captions) == 0
+    return ds
+
+
+@pytest.mark.parametrize("name", ["summary.csv", "table.csv", "figure"])
+def test_a_figure_named_like_a_results_file_is_refused(two_sides, tmp_path, capsys, name):
+    """--figure summary.csv wrote the PNG over run.py's own summary (exit 0), and every later run was refused."""
+    assert small_run(tmp_path) == 0
+    before = (tmp_path / "r" / "summary.csv").read_bytes()
+    capsys.readouterr()
+    assert small_run(tmp_path, "--report", "--figure", name) == 2
+    assert "give an image file name ending in one of .png" in capsys.readouterr().err
+    assert (tmp_path / "r" / "summary.csv").read_bytes() == before
+    assert not (tmp_path / "r" / name).exists() or name == "summary.csv"
+
+
+def test_every_figure_type_is_one_matplotlib_writes():
+    from matplotlib.figure import Figure
+
+    from src.run_cli import FIGURE_TYPES
+    assert set(FIGURE_TYPES) <= set(Figure().canvas.get_supported_filetypes())
+
+
+def test_a_cut_result_csv_is_left_out_of_the_report_and_not_reused(two_sides, tmp_path, caplog, capsys):
+    """A per-run CSV cut short gave table.csv a phantom row (pandas filled the cut row with blanks), and a cut
+    per-seed CSV counted as done when the launcher resumed."""
+    assert small_run(tmp_path, method="relative") == 0
+    assert small_run(tmp_path) == 0
+    (result,) = (tmp_path / "r").glob("*_linear_*.csv")
+    whole = result.read_bytes()
+    result.write_bytes(whole[:len(whole) * 2 // 3])
+    capsys.readouterr()
+    with caplog.at_level("WARNING"):
+        assert small_run(tmp_path, "--report") == 0
+    assert f"skipping {result}: it ends in a cut line" in caplog.text + capsys.readouterr().err
+    header = (tmp_path / "r" / "table.csv").read_text().splitlines()[0].split(",")
+    assert "relative_acc" in header and "linear_acc" not in header     # the cut file's row is left out
+    from src.results import finished
+    (cfg,) = run.configs_from_args(run.build_parser().parse_args(
+        ["--m", "linear", "--b", "2", "--q", "3", "--seeds", "0", "--vid_model", "pixels", "--text_model", "minilm",
+         "--base_data", "t", "--query_data", "t", "--results-dir", str(tmp_path / "r"), "--seedwise-dir",
+         str(tmp_path / "s")]))
+    result.write_bytes(whole)
+    assert finished(cfg)
+    (seedwise,) = (tmp_path / "s").glob("*_linear_*.csv")
+    seedwise.write_bytes(seedwise.read_bytes()[:-30])
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert not finished(cfg)
+    assert "(a write was cut): it is not reused" in caplog.text + capsys.readouterr().err
+
+
+def test_an_image_dropped_by_skip_missing_then_repaired_is_not_skipped(ds, capsys):
+    images, captions = ds
+    first = sorted(images.iterdir())[0]
+    whole = first.read_bytes()
+    first.write_bytes(whole[:200])   # cut: undecodable
+    assert embed("pixels", images, captions, "--skip-missing") == 0
+    assert embed("pixels", images, captions, "--skip-missing") == 0     # nothing changed: skipped
+    first.write_bytes(whole)
+    capsys.readouterr()
+    assert embed("pixels", images, captions, "--skip-missing") == 2
+    err = capsys.readouterr().err
+    assert f"left out by --skip-missing as they were (e.g. {first.name}" in err and "--overwrite" in err
+
+
+def test_cluster_refuses_a_file_that_disagrees_with_its_sidecar(two_sides, capsys):
+    rows = torch.load("data/t_minilm_text.pt")
+    torch.save(rows.flip(0), "data/t_minilm_text.pt")     # replaced by hand: the sidecar describes other rows
+    capsys.readouterr()
+    assert cluster.main(["--m", "minilm", "--d", "t", "-t", "--nc", "2"]) == 1
+    assert "disagree" in capsys.readouterr().err
+    assert not list(Path("data").glob("*_cluster.pt"))
+
+
+def test_a_cluster_file_without_its_sidecar_is_named_in_a_warning(two_sides, tmp_path, caplog, capsys):
+    assert cluster.main(["--m", "minilm", "--d", "t", "-t", "--nc", "2"]) == 0
+    assert cluster.main(["--m", "pixels", "--d", "t", "--nc", "2"]) == 0
+    Path("data/t_minilm_text_cluster.json").unlink()
+    with caplog.at_level("WARNING"):
+        assert small_run(tmp_path, "--c", "1") == 0
+    assert "t_minilm_text_cluster.pt has no sidecar, so nothing ties its picks" in caplog.text + capsys.readouterr().err
+
+
+def test_an_output_without_its_sidecar_or_that_is_a_folder_is_not_skipped(ds, tiny_st, capsys):
+    images, captions = ds
+    Path("data/t_pixels_img.pt").mkdir(parents=True)
+    assert embed("pixels", images, captions) == 1     # it printed "exists, skipped" (exit 0) before
+    assert "t_pixels_img.pt: a folder of that name is in the way" in capsys.readouterr().err
+    Path("data/t_pixels_img.pt").rmdir()
+    assert text(images, captions, tiny_st) == 0
+    Path("data/t_minilm_text.json").unlink()
+    capsys.readouterr()
+    assert text(images, captions, tiny_st) == 2
+    assert "exists without its sidecar" in capsys.readouterr().err
+    assert text(images, captions, tiny_st, "--overwrite") == 0 and Path("data/t_minilm_text.json").is_file()
+
+
+def test_repeated_json_keys_are_refused(ds, tmp_path, capsys):
+    """json.loads keeps the last of a repeated key: a second "annotations" replaced the first, a class repeated
+    in --classes kept its last name."""
+    images, captions = ds
+    body = captions.read_text()
+    twice = tmp_path / "twice.json"
+    twice.write_text(body[:-1] + ', "annotations": []}')
+    assert embed("pixels", images, twice) == 1
+    assert "'annotations' more than once" in capsys.readouterr().err
+    root, _ = class_tree(tmp_path, 6)
+    folders = sorted(p.name for p in root.iterdir())
+    classes = tmp_path / "classes.json"
+    classes.write_text("{" + ", ".join(f'"{f}": "a {f}"' for f in folders) + f', "{folders[0]}": "other"}}')
+    assert get_embeds.main(["--m", "pixels", "--d", "cls", "--images", str(root), "--classes", str(classes),
+                            "--device", "cpu", "-j", "0", "-q"]) == 1
+    assert f"lists the class folder(s) '{folders[0]}' more than once" in capsys.readouterr().err
+
+
+def test_a_truncated_embeddings_file_is_called_truncated(two_sides, capsys):
+    path = Path("data/t_pixels_img.pt")
+    path.write_bytes(path.read_bytes()[:300])
+    images, captions = two_sides
+    assert embed("pixels", images, captions) == 1
+    err = capsys.readouterr().err
+    assert "is truncated or corrupt" in err and "--overwrite" in err
+
+
+def test_cluster_with_a_data_dir_that_is_a_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("x")
+    assert cluster.main(["--m", "minilm", "--d", "t", "-t", "--nc", "2", "--data-dir", "afile"]) == 2
+    assert "--data-dir afile is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_summary_csv_deleted_is_named_as_missing(two_sides, tmp_path, caplog, capsys):
+    assert small_run(tmp_path) == 0
+    (tmp_path / "r" / "summary.csv").unlink()
+    from src.results import finished
+    (cfg,) = run.configs_from_args(run.build_parser().parse_args(
+        ["--m", "linear", "--b", "2", "--q", "3", "--seeds", "0", "--vid_model", "pixels", "--text_model", "minilm",
+         "--base_data", "t", "--query_data", "t", "--results-dir", str(tmp_path / "r"), "--seedwise-dir",
+         str(tmp_path / "s")]))
+    with caplog.at_level("WARNING"):
+        assert not finished(cfg)
+    assert "summary.csv is missing (deleted or moved)" in caplog.text + capsys.readouterr().err
