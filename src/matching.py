@@ -152,8 +152,11 @@ def graph_matching(source_base, target_base, source_query, target_query, device=
 # they cost more than the product below Q = 2,000), one m x m assignment and a fixed overhead. The
 # assignment is scipy's (cubic in m at worst) up to assignment.SPARSE_FROM, then the sparse
 # solver's, whose dense passes over the m x m gradient grow as m^2 (SPARSE_EXPONENT);
-# benchmarks/bench_scale.py prints the estimates next to measured times.
-ITERATIONS, CALIBRATION_SIZE, SPARSE_EXPONENT, PASSES = 3, 512, 2, 16
+# benchmarks/bench_scale.py prints the estimates next to measured times. The fast solver counts FAST_ITERATIONS:
+# a batch runs until its slowest restart converges, and its products and passes on matrices past the caches
+# run slower than the calibration's; 3 gave half the measured time at Q = 2,000 on the real inputs (32.6 s
+# against 62.3 s, docs/speed.md), 6 its order.
+ITERATIONS, FAST_ITERATIONS, CALIBRATION_SIZE, SPARSE_EXPONENT, PASSES = 3, 6, 512, 2, 16
 
 
 def expected_restarts(restarts, patience, batch=8):
@@ -212,12 +215,12 @@ def estimate_qap_seconds(n_anchors, n_queries, restarts=500, solver="fast", pati
     """Estimated seconds of one graph_matching call (one seed) with these options: an order of magnitude to
     decide whether to bound a run (``--restarts``, ``--qap-patience``), not a promise.
 
-    One restart = ITERATIONS x (overhead + product x (m / m0)^3 + PASSES x elementwise x (m / m0)^2
+    One restart = FAST_ITERATIONS x (overhead + product x (m / m0)^3 + PASSES x elementwise x (m / m0)^2
     + assignment x (its growth: cubic to SPARSE_FROM, then m^SPARSE_EXPONENT)), m = n_queries,
     from ``qap_step_costs`` timed on ``device``; times the restarts expected (``expected_restarts``; one
-    for the barycenter start; all of them for scipy, which has no patience and makes about six float64
-    products an iteration, counted as 12 float32 ones). n_anchors is accepted for the contract; the cost is
-    in the m x m blocks.
+    for the barycenter start; all of them for scipy, ITERATIONS steps each, which has no patience and makes
+    about six float64 products an iteration, counted as 12 float32 ones). n_anchors is accepted for the
+    contract; the cost is in the m x m blocks.
     """
     overhead, product, elementwise, assignment, m0 = qap_step_costs(n_queries, str(torch.device(device)))
     grow = (n_queries / m0) ** 3
@@ -227,4 +230,4 @@ def estimate_qap_seconds(n_anchors, n_queries, restarts=500, solver="fast", pati
         return restarts * ITERATIONS * (overhead + 12 * product * grow + assignment * grow)
     runs = 1 if init == "barycenter" else expected_restarts(restarts, patience)
     passes = PASSES * elementwise * (n_queries / m0) ** 2
-    return runs * ITERATIONS * (overhead + product * grow + passes + assignment * lap_grow)
+    return runs * FAST_ITERATIONS * (overhead + product * grow + passes + assignment * lap_grow)
