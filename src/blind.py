@@ -344,7 +344,9 @@ def held_out_agreement(EA, EB, p, folds=5):
     return hits / n
 
 
-REFINE_FROM = 100     # the refinement from this many items on (below, 0.94 -> 0.91 at N = 50: too few pairs a fold)
+# the refinement from this many items on: below, its 5-fold fits have few pairs (taken as the result it lowered
+# N = 50's accuracy, 0.94 -> 0.91; as a start kept only on a higher objective it changed nothing at 20 and 50)
+REFINE_FROM = 100
 REFINE_DIMS = (0.05, 0.08, 0.1, 0.12, 0.16, 0.2, 0.25, 0.3, 0.4)   # the dimensions it tries, fractions of N
 
 

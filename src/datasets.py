@@ -115,18 +115,24 @@ def load_dataset(name, images=None, captions=None, skip_missing=False, classes=N
     if is_classification(name, images, captions, classes, templates, descriptions):
         return load_classes_dataset(name, images, classes, templates, skip_missing, descriptions)
     image_dir, captions_file = resolve_locations(name, images, captions)
+    # read once, here (``load_json`` sees repeated keys, which pycocotools' json.load would drop), then indexed
+    # by pycocotools as its constructor indexes a file it reads
     try:
-        _, repeated = load_json(Path(captions_file).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        repeated = []     # pycocotools below says what is wrong with the file
+        data, repeated = load_json(Path(captions_file).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object with images[] and annotations[]")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{captions_file} is not a readable COCO captions file ({reason(e)})")
     if repeated:
         raise DataError(f"{captions_file} lists the key(s) {_examples(sorted(set(map(str, repeated))))} more than "
                         f"once in one object (JSON keeps only the last, so e.g. a second \"annotations\" would "
                         f"replace the first); merge them into one")
     try:
         from pycocotools.coco import COCO
-        with contextlib.redirect_stdout(sys.stderr):  # COCO() prints progress to stdout
-            coco = COCO(str(captions_file))
+        coco = COCO()
+        coco.dataset = data
+        with contextlib.redirect_stdout(sys.stderr):  # createIndex() prints progress to stdout
+            coco.createIndex()
     except Exception as e:
         raise DataError(f"{captions_file} is not a readable COCO captions file ({reason(e)})")
     _check_caption_types(coco, captions_file)

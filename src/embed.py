@@ -155,7 +155,7 @@ def _real(path):
 
 def _weights_flag(weights):
     """--weights as a sidecar records it: its real path, "" without it (None: a sidecar older than this)."""
-    return "" if weights is None else os.path.realpath(weights)
+    return _real(weights) or ""
 
 
 def check_existing(path, opts: EmbedOptions):
@@ -390,7 +390,7 @@ def make_sidecar(plan: "Plan", layer, modality, batch_size):
         stat_digest(dataset.image_dir, [os.path.relpath(p, dataset.image_dir) for p in paths]),
         image_ids=list(dataset.ids), dropped={str(k): v for k, v in dataset.dropped.items()},
         # both modalities: an image repaired or put back since would now give a row of each
-        dropped_files=list(dropped_files) or None,
+        dropped_files=dropped_files or None,
         dropped_stat=stat_digest(dataset.image_dir, dropped_files, missing_ok=True) if dropped_files else None,
         files=None if classes or paths is None else [os.path.relpath(p, dataset.image_dir) for p in paths],
         precision=opts.precision, batch_size=batch_size, versions=_versions(),

@@ -269,7 +269,7 @@ def write_sidecar(path, sidecar: Sidecar):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Commands that make a missing file (for messages)
+# Digests of the inputs a sidecar records
 # ----------------------------------------------------------------------------------------------------------
 
 def stat_digest(root, names, missing_ok=False):

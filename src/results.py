@@ -181,6 +181,22 @@ def _csv_text(rows, columns, header=True):
     return buf.getvalue()
 
 
+def _whole_records(text):
+    """(the rows of a CSV's text, None) when it is whole, else (None, why): a newline at its end, a comma CSV,
+    every line with as many fields as the header. run.py writes every CSV whole (``write_together``), so a
+    text that is not was cut afterwards (a copy or a disk that failed) or edited by hand."""
+    if not text.endswith("\n"):
+        return None, "ends in a cut line (no newline at its end: a write was interrupted)"
+    try:
+        records = list(csv.reader(io.StringIO(text)))
+    except csv.Error as e:
+        return None, f"is not a comma CSV ({e})"
+    for i, r in enumerate(records[1:], start=2):
+        if len(r) != len(records[0]):
+            return None, f"has {len(r)} fields on line {i}, its header {len(records[0])}"
+    return records, None
+
+
 def read_summary(path):
     """summary.csv as (header, rows as lists of strings), checked to be this project's comma CSV: a header,
     every row with as many fields, a complete last line. Anything else is a DataError: such a file is never
@@ -193,18 +209,12 @@ def read_summary(path):
             f"written beside it either way")
     if not text:
         return None, []
-    if not text.endswith("\n"):
-        raise DataError(f"{path} ends in a cut line (no newline at the end: a write was interrupted). {keep}")
-    try:
-        records = list(csv.reader(io.StringIO(text)))
-    except csv.Error as e:
-        raise DataError(f"{path} is not a comma CSV ({e}). {keep}")
+    records, why = _whole_records(text)
+    if why:
+        raise DataError(f"{path} {why}. {keep}")
     header, body = records[0], records[1:]
     if len(header) < 2 or "method" not in header:
         raise DataError(f"{path} has no header of this project's columns (e.g. 'method'). {keep}")
-    for i, r in enumerate(body, start=2):
-        if len(r) != len(header):
-            raise DataError(f"{path}: line {i} has {len(r)} fields, its header {len(header)}. {keep}")
     return header, body
 
 
@@ -280,21 +290,12 @@ def write_outputs(cfg, rows, avg):
 
 
 def cut_csv(path):
-    """Why a CSV of run.py's is not whole (no newline at its end, a line with more or fewer fields than its
-    header, unreadable), or None. run.py writes every CSV whole (``write_together``): a cut one was truncated
-    afterwards (a copy or a disk that failed), and pandas would fill its short last row with blanks."""
+    """Why a per-run CSV of run.py's is not whole (``_whole_records``; or unreadable), or None: pandas would
+    fill a cut last row with blanks."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        return _whole_records(Path(path).read_text(encoding="utf-8-sig"))[1]
     except (OSError, UnicodeDecodeError) as e:
         return f"cannot be read ({type(e).__name__})"
-    if not text.endswith("\n"):
-        return "ends in a cut line (no newline at its end)"
-    try:
-        records = list(csv.reader(io.StringIO(text)))
-    except csv.Error as e:
-        return f"is not a comma CSV ({e})"
-    bad = [i for i, r in enumerate(records[1:], start=2) if len(r) != len(records[0])]
-    return f"line {bad[0]} has {len(records[bad[0] - 1])} fields, its header {len(records[0])}" if bad else None
 
 
 def _rows(path):

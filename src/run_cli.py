@@ -58,7 +58,7 @@ DEMO_SETS = ("method", "vid_model", "text_model", "source", "target", "base_samp
 PAPER_MODELS = ("vid_model", "text_model")
 
 
-# what --figure may end in: image formats matplotlib writes (tests/test_messages.py checks them against it)
+# what --figure may end in: image formats matplotlib writes (tests/test_sweep_cases.py checks them against it)
 FIGURE_TYPES = ("png", "pdf", "svg", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp")
 
 

@@ -125,7 +125,9 @@ def check_same_source(a: LoadedSide, b: LoadedSide):
                         f"(get_embeds.py --overwrite), or give one of them its own dataset name")
 
 
-_SAID = set()  # (file, ids it lacks): said once a run, however many configurations pair it
+# what a warning of this module names (a file and the ids it lacks; a cluster file and its side): said once a
+# run, however many configurations load it
+_SAID = set()
 
 
 def _say_lacking(lacking: LoadedSide, other: LoadedSide, n_shared):
